@@ -1,0 +1,307 @@
+//! `comfyfleet-bench`: runs the benchmarks and prints their figures.
+//!
+//! Subcommands print Markdown on stdout and write the full result as JSON (and, for
+//! placement, an SVG chart). Progress and warnings go to stderr (`COMFYFLEET_BENCH_LOG` sets
+//! the filter). `--quick` runs a tiny placement scenario and a 50-job overhead run so an
+//! automated check can keep the harness working in well under a minute.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bench::BenchError;
+use bench::overhead::{self, OverheadOptions};
+use bench::placement;
+use bench::probe::{self, Probe};
+use bench::report;
+use bench::scenario::Scenario;
+use clap::{Parser, Subcommand};
+use scheduler::PolicyKind;
+
+mod soak;
+
+/// The built-in scenario of `--quick`.
+const QUICK_SCENARIO: &str = include_str!("../scenarios/quick.toml");
+
+/// Benchmarks of the comfyfleet coordinator against simulated ComfyUI nodes.
+#[derive(Debug, Parser)]
+#[command(name = "comfyfleet-bench", version)]
+struct Cli {
+    /// Run the quick smoke benchmark (a tiny scenario under two policies and 50 overhead jobs)
+    /// and write `quick.json` into --out.
+    #[arg(long)]
+    quick: bool,
+    /// Output directory of --quick.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dispatch overhead and relay latency with zero-work nodes at fixed offered rates.
+    Overhead {
+        /// Offered jobs per second; repeatable (e.g. --rate 100 --rate 1000).
+        #[arg(long = "rate", default_values_t = [100.0, 1000.0])]
+        rates: Vec<f64>,
+        /// Measured jobs per rate.
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Unmeasured warm-up jobs, run one at a time first.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Seconds allowed per rate.
+        #[arg(long, default_value_t = 120)]
+        deadline: u64,
+        /// Write the full result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Replays a scenario under each placement policy and compares them.
+    Placement {
+        /// Scenario files (TOML); repeatable.
+        #[arg(long = "scenario", required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Policies to compare, comma-separated [default: all five].
+        #[arg(long, value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Directory for NAME.json, NAME.md and NAME.svg.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
+    /// Minutes of steady load while nodes and the coordinator fail; checks no job is lost.
+    Soak {
+        /// Minutes of load (then a drain).
+        #[arg(long)]
+        minutes: f64,
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Offered jobs per second [default: 70% of the estimated capacity].
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seed of the load and the faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory for soak.json and the coordinator's logs.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let probe = Probe::new();
+    // The soak counts prompt starts across node crashes, so it installs its own subscriber.
+    let installed = if matches!(cli.command, Some(Command::Soak { .. })) {
+        soak::install_tracing()
+    } else {
+        probe::install(&probe)
+    };
+    if !installed {
+        eprintln!("error: a tracing subscriber was already installed");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, probe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
+    if cli.quick {
+        if cli.command.is_some() {
+            return Err(BenchError::Invalid(
+                "--quick runs its own benchmarks; give it without a subcommand".into(),
+            ));
+        }
+        return quick(&cli.out, &probe).await;
+    }
+    match cli.command {
+        None => Err(BenchError::Invalid(
+            "give a subcommand (overhead, placement) or --quick; see --help".into(),
+        )),
+        Some(Command::Overhead {
+            rates,
+            jobs,
+            nodes,
+            warmup,
+            deadline,
+            json,
+        }) => {
+            let mut reports = Vec::new();
+            for rate in rates {
+                eprintln!("overhead: {jobs} jobs at {rate} jobs/s on {nodes} zero-work nodes");
+                let options = OverheadOptions {
+                    rate,
+                    jobs,
+                    nodes,
+                    warmup,
+                    deadline: Duration::from_secs(deadline),
+                };
+                reports.push(overhead::run(&options, &probe).await?);
+            }
+            println!("{}", overhead::markdown(&reports));
+            if let Some(path) = json {
+                write(&path, &serde_json::to_vec_pretty(&reports)?)?;
+            }
+            Ok(())
+        }
+        Some(Command::Soak {
+            minutes,
+            nodes,
+            rate,
+            seed,
+            out,
+        }) => {
+            let options = soak::SoakOptions {
+                minutes,
+                nodes,
+                rate,
+                seed,
+                out,
+                drain_timeout: Duration::from_secs(120),
+            };
+            let report = soak::run(&options).await?;
+            println!("{}", soak::markdown(&report));
+            if report.lost > 0 || report.prompts_started_twice > 0 {
+                return Err(BenchError::Invalid(format!(
+                    "soak: {} jobs lost, {} prompts run twice",
+                    report.lost, report.prompts_started_twice
+                )));
+            }
+            Ok(())
+        }
+        Some(Command::Placement {
+            scenarios,
+            policies,
+            out,
+        }) => {
+            let kinds = parse_policies(&policies)?;
+            for path in scenarios {
+                let scenario = Scenario::load(&path)?;
+                let comparison = placement::compare(&scenario, &kinds, &probe).await?;
+                let markdown = report::markdown(&comparison);
+                println!("{markdown}");
+                let base = out.join(&scenario.name);
+                write(
+                    &base.with_extension("json"),
+                    &serde_json::to_vec_pretty(&comparison)?,
+                )?;
+                write(&base.with_extension("md"), markdown.as_bytes())?;
+                write(
+                    &base.with_extension("svg"),
+                    report::svg(&comparison).as_bytes(),
+                )?;
+                eprintln!("wrote {}.{{json,md,svg}}", base.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_policies(names: &[String]) -> Result<Vec<PolicyKind>, BenchError> {
+    if names.is_empty() {
+        return Ok(PolicyKind::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<PolicyKind>()
+                .map_err(|error| BenchError::Invalid(format!("--policies: {error}")))
+        })
+        .collect()
+}
+
+async fn quick(out: &Path, probe: &Probe) -> Result<(), BenchError> {
+    let scenario = Scenario::parse(QUICK_SCENARIO, Path::new("scenarios/quick.toml"))?;
+    let comparison = placement::compare(
+        &scenario,
+        &[PolicyKind::LeastLoaded, PolicyKind::LeastLoadedAffinity],
+        probe,
+    )
+    .await?;
+    println!("{}", report::markdown(&comparison));
+    let options = OverheadOptions {
+        rate: 100.0,
+        jobs: 50,
+        nodes: 2,
+        warmup: 2,
+        deadline: Duration::from_secs(30),
+    };
+    let overhead = overhead::run(&options, probe).await?;
+    println!("{}", overhead::markdown(std::slice::from_ref(&overhead)));
+    let result = serde_json::json!({"placement": comparison, "overhead": overhead});
+    write(
+        &out.join("quick.json"),
+        &serde_json::to_vec_pretty(&result)?,
+    )?;
+    write(&out.join("quick.svg"), report::svg(&comparison).as_bytes())?;
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|source| BenchError::Output {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, bytes).map_err(|source| BenchError::Output {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["comfyfleet-bench", "overhead", "--rate", "100"])
+            .expect("overhead parses");
+        assert!(
+            matches!(cli.command, Some(Command::Overhead { ref rates, .. }) if rates == &[100.0])
+        );
+    }
+
+    #[test]
+    fn policies_parse_by_name_and_default_to_all() {
+        assert_eq!(
+            parse_policies(&[]).expect("default"),
+            PolicyKind::ALL.to_vec()
+        );
+        let picked = parse_policies(&["round-robin".into()]).expect("known name");
+        assert_eq!(picked, vec![PolicyKind::RoundRobin]);
+        assert!(parse_policies(&["fastest".into()]).is_err());
+    }
+
+    #[test]
+    fn quick_scenario_is_valid() {
+        let scenario = Scenario::parse(QUICK_SCENARIO, Path::new("quick.toml")).expect("valid");
+        assert!(scenario.total_jobs() <= 20, "the quick scenario stays tiny");
+    }
+}

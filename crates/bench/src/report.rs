@@ -1,0 +1,200 @@
+//! Placement results for people: a Markdown table and a hand-written SVG bar chart.
+//!
+//! The chart needs no plotting library: for each policy it draws three bars (makespan,
+//! end-to-end p50, end-to-end p99, all in wall seconds) and a dashed line at the scenario's
+//! lower bound, so the gap to the bound is visible at a glance.
+
+use std::fmt::Write as _;
+
+use crate::placement::Comparison;
+
+/// The comparison as Markdown: one row per policy, then placements by class.
+pub fn markdown(comparison: &Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} ({} jobs, {} nodes, time scale {})\n",
+        comparison.scenario, comparison.jobs, comparison.nodes, comparison.time_scale
+    );
+    if !comparison.description.is_empty() {
+        let _ = writeln!(out, "{}\n", comparison.description.trim());
+    }
+    let _ = writeln!(
+        out,
+        "Lower bound on the makespan: {:.2} s (wall).\n",
+        comparison.lower_bound_s
+    );
+    out.push_str(
+        "| policy | ok/total | lost | retries | makespan s | ×bound | wait p50 ms | wait p99 ms | e2e p50 ms | e2e p95 ms | e2e p99 ms | model loads | busy share min–max | forbidden |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for run in &comparison.runs {
+        let shares = run.busy_share.values().copied();
+        let min = shares.clone().fold(f64::INFINITY, f64::min);
+        let max = shares.fold(0.0, f64::max);
+        let min = if min.is_finite() { min } else { 0.0 };
+        let _ = writeln!(
+            out,
+            "| {} | {}/{} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0}–{:.0}% | {} |",
+            run.policy,
+            run.outcomes.succeeded,
+            run.jobs.len(),
+            run.lost,
+            run.retries,
+            run.makespan_s,
+            run.makespan_over_bound,
+            run.queue_wait.p50_ms,
+            run.queue_wait.p99_ms,
+            run.end_to_end.p50_ms,
+            run.end_to_end.p95_ms,
+            run.end_to_end.p99_ms,
+            run.model_loads_total,
+            min * 100.0,
+            max * 100.0,
+            run.forbidden_placements,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nAchieved vs target (p95 relative to least-loaded; model loads relative to a minimum of {}):\n",
+        comparison.min_model_loads
+    );
+    out.push_str(&crate::targets::markdown(&comparison.targets));
+    out.push_str("\nFinal placements (class: node=jobs):\n\n");
+    for run in &comparison.runs {
+        let classes: Vec<String> = run
+            .placements
+            .iter()
+            .map(|(class, nodes)| {
+                let nodes: Vec<String> = nodes
+                    .iter()
+                    .map(|(node, count)| format!("{node}={count}"))
+                    .collect();
+                format!("{class}: {}", nodes.join(" "))
+            })
+            .collect();
+        let _ = writeln!(out, "- {}: {}", run.policy, classes.join("; "));
+    }
+    out
+}
+
+const BAR_COLOURS: [(&str, &str); 3] = [
+    ("makespan", "#4c72b0"),
+    ("end-to-end p50", "#55a868"),
+    ("end-to-end p99", "#dd8452"),
+];
+
+/// The comparison as an SVG bar chart.
+pub fn svg(comparison: &Comparison) -> String {
+    let (width, height) = (760.0_f64, 380.0_f64);
+    let (left, right, top, bottom) = (60.0, 20.0, 50.0, 70.0);
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let values: Vec<[f64; 3]> = comparison
+        .runs
+        .iter()
+        .map(|run| {
+            [
+                run.makespan_s,
+                run.end_to_end.p50_ms / 1e3,
+                run.end_to_end.p99_ms / 1e3,
+            ]
+        })
+        .collect();
+    let top_value = values
+        .iter()
+        .flatten()
+        .copied()
+        .chain([comparison.lower_bound_s])
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.1;
+    let y = |value: f64| top + plot_h - value / top_value * plot_h;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{left}" y="22" font-size="15" font-weight="bold">{} — {} jobs, {} nodes (wall seconds)</text>"#,
+        escape(&comparison.scenario),
+        comparison.jobs,
+        comparison.nodes
+    );
+    // Axis and grid.
+    for step in 0..=4 {
+        let value = top_value * f64::from(step) / 4.0;
+        let gy = y(value);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{value:.1}</text>",
+            left + plot_w,
+            left - 6.0,
+            gy + 4.0
+        );
+    }
+    let group_w = plot_w / values.len().max(1) as f64;
+    let bar_w = group_w * 0.8 / 3.0;
+    for (index, (run, bars)) in comparison.runs.iter().zip(&values).enumerate() {
+        let x0 = left + group_w * index as f64 + group_w * 0.1;
+        for (bar, value) in bars.iter().enumerate() {
+            let x = x0 + bar_w * bar as f64;
+            let by = y(*value);
+            let _ = writeln!(
+                out,
+                r#"<rect x="{x:.1}" y="{by:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {}: {value:.2} s</title></rect>"#,
+                bar_w - 2.0,
+                (top + plot_h - by).max(0.0),
+                BAR_COLOURS[bar].1,
+                escape(&run.policy),
+                BAR_COLOURS[bar].0
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x0 + group_w * 0.4,
+            top + plot_h + 18.0,
+            escape(&run.policy)
+        );
+        if run.lost > 0 {
+            let _ = writeln!(
+                out,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#c00\">{} lost</text>",
+                x0 + group_w * 0.4,
+                top + plot_h + 34.0,
+                run.lost
+            );
+        }
+    }
+    let bound_y = y(comparison.lower_bound_s);
+    let _ = writeln!(
+        out,
+        "<line x1=\"{left}\" y1=\"{bound_y:.1}\" x2=\"{:.1}\" y2=\"{bound_y:.1}\" stroke=\"#c00\" stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#c00\">lower bound {:.2} s</text>",
+        left + plot_w,
+        left + plot_w,
+        bound_y - 4.0,
+        comparison.lower_bound_s
+    );
+    let legend_y = height - 14.0;
+    for (index, (name, colour)) in BAR_COLOURS.iter().enumerate() {
+        let lx = left + 170.0 * index as f64;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{colour}"/><text x="{:.1}" y="{legend_y:.1}">{name}</text>"#,
+            legend_y - 10.0,
+            lx + 16.0
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

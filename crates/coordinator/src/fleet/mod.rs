@@ -1,0 +1,353 @@
+//! The fleet: every ComfyUI node the coordinator drives, and what it knows about each.
+//!
+//! Each [`Node`] pairs the node's configuration with a [`comfy_api::NodeClient`] and a small
+//! mutable [`NodeStatus`] that the node's actor ([`actor`]) refreshes from probes and WebSocket
+//! events. The job manager reads nodes only through [`Node::view`], which turns the status into
+//! the scheduler's pure [`scheduler::NodeView`], so placement never sees a lock or a socket.
+//!
+//! Our prompts on a node are tracked in [`Node::prompts`]: the manager inserts a prompt id
+//! before it POSTs, so WebSocket events that beat the POST answer still find their job.
+//!
+//! The set of nodes changes at run time (nodes found in DNS come and go, see [`discovery`]),
+//! yet readers (placement rounds, the API, readiness) must never wait on a writer or see a
+//! half-updated list. So the [`Fleet`] keeps an immutable member list behind an `Arc` and
+//! swaps in a new one on every change (copy on write): a reader takes a [`FleetSnapshot`] in
+//! one short lock and then iterates it freely.
+
+pub mod actor;
+pub mod discovery;
+mod prompts;
+pub mod speed;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use comfy_api::NodeClient;
+use scheduler::{Health, NodeView};
+
+pub use prompts::{OurPrompt, PromptTable};
+
+/// How a node is configured: its name, address and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Unique name in the fleet, used in logs, metrics and the API.
+    pub name: String,
+    /// Base URL of the ComfyUI server (`http://host:port`).
+    pub url: String,
+    /// Labels a job can require.
+    pub labels: BTreeMap<String, String>,
+    /// Whether the node is an emulated one (shown in `nodes` and logs).
+    pub simulated: bool,
+}
+
+/// Health as operators see it: the scheduler's health plus the drain flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeHealth {
+    /// Probes succeed.
+    Up,
+    /// Recent probes failed; no new jobs.
+    Suspect,
+    /// Unreachable for longer than the grace; its jobs were given back.
+    Down,
+    /// An operator drained it: it finishes its own prompts and takes no new ones.
+    Draining,
+}
+
+impl NodeHealth {
+    /// The lowercase name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// What the coordinator knows about a node right now.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Health from probes (drain is kept apart in `draining`).
+    pub health: Health,
+    /// Set by an operator.
+    pub draining: bool,
+    /// Set when the node's address left its discovery source: it finishes our prompts and
+    /// takes no new ones, then leaves the fleet. Operators cannot undrain it.
+    pub leaving: bool,
+    /// GPU name from `/system_stats` (the device `name`).
+    pub gpu_name: String,
+    /// Whether the node computes on a CPU (`--cpu`): it then has no VRAM to speak of.
+    pub cpu_only: bool,
+    /// Total VRAM in bytes.
+    pub vram_total: u64,
+    /// Free VRAM in bytes at the last probe.
+    pub vram_free: u64,
+    /// Prompts running at the last probe (anyone's).
+    pub queue_running: u32,
+    /// Prompts pending at the last probe (anyone's).
+    pub queue_pending: u32,
+    /// Node classes, once read from `/object_info`.
+    pub classes: Option<BTreeSet<String>>,
+    /// Model files by folder, once read from `/models/<folder>`.
+    pub models: BTreeMap<String, BTreeSet<String>>,
+    /// When the last probe succeeded.
+    pub last_probe_ok: Option<Instant>,
+    /// The last probe or socket error, for operators.
+    pub last_error: Option<String>,
+    /// Probes failed in a row.
+    pub consecutive_failures: u32,
+    /// Since when the node has been failing probes.
+    pub failing_since: Option<Instant>,
+    /// Checkpoint of the last job we ran there (a guess of what is resident).
+    pub last_model: Option<String>,
+    /// Jobs that succeeded on the node.
+    pub jobs_done: u64,
+    /// Jobs (attempts) that failed on the node.
+    pub jobs_failed: u64,
+    /// Whether the event socket is open.
+    pub socket_connected: bool,
+    /// Learnt speed in cost units per second.
+    pub speed: Option<f64>,
+}
+
+impl Default for NodeStatus {
+    fn default() -> Self {
+        Self {
+            // A node is not offered jobs before its first successful probe.
+            health: Health::Suspect,
+            draining: false,
+            leaving: false,
+            gpu_name: String::new(),
+            cpu_only: false,
+            vram_total: 0,
+            vram_free: 0,
+            queue_running: 0,
+            queue_pending: 0,
+            classes: None,
+            models: BTreeMap::new(),
+            last_probe_ok: None,
+            last_error: None,
+            consecutive_failures: 0,
+            failing_since: None,
+            last_model: None,
+            jobs_done: 0,
+            jobs_failed: 0,
+            socket_connected: false,
+            speed: None,
+        }
+    }
+}
+
+impl NodeStatus {
+    /// Health as operators see it.
+    pub fn operator_health(&self) -> NodeHealth {
+        match (self.draining || self.leaving, self.health) {
+            (true, _) => NodeHealth::Draining,
+            (false, Health::Up) => NodeHealth::Up,
+            (false, Health::Suspect) => NodeHealth::Suspect,
+            (false, Health::Down) => NodeHealth::Down,
+        }
+    }
+}
+
+/// One node of the fleet.
+#[derive(Debug)]
+pub struct Node {
+    /// Its configuration.
+    pub spec: NodeSpec,
+    /// The HTTP client for it.
+    pub client: NodeClient,
+    /// The client id of our WebSocket session with it: events of our prompts go there.
+    pub client_id: String,
+    /// What we know about it.
+    status: Mutex<NodeStatus>,
+    /// Our prompts on it, by prompt id.
+    pub prompts: PromptTable,
+    /// Slot limit: most of our prompts it may hold.
+    pub slot_limit: u32,
+}
+
+impl Node {
+    /// Creates a node record; nothing is probed until its actor starts.
+    pub fn new(spec: NodeSpec, client: NodeClient, client_id: String, slot_limit: u32) -> Self {
+        Self {
+            spec,
+            client,
+            client_id,
+            status: Mutex::new(NodeStatus::default()),
+            prompts: PromptTable::default(),
+            slot_limit,
+        }
+    }
+
+    /// Locks the status for a short read or update. Never hold it across an `.await`.
+    pub fn status(&self) -> MutexGuard<'_, NodeStatus> {
+        // A panic while holding the lock cannot leave the plain-data status inconsistent in a
+        // way worse than stale numbers, so a poisoned lock is still used.
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The node as the placement policy sees it.
+    pub fn view(&self) -> NodeView {
+        let status = self.status().clone();
+        let prompts = self.prompts.summary();
+        let mut view = NodeView::new(self.spec.name.clone());
+        view.health = status.health;
+        view.draining = status.draining || status.leaving;
+        view.inventory_known = status.classes.is_some();
+        view.labels = self.spec.labels.clone();
+        view.classes = status.classes.unwrap_or_default();
+        view.models = status.models;
+        view.vram_total = if status.cpu_only {
+            0
+        } else {
+            status.vram_total
+        };
+        view.vram_free = status.vram_free;
+        // Our prompts the probe already shows are in running/pending; those it has not seen
+        // yet are added as in flight, so the slot limit holds between probes.
+        view.queue_running = status.queue_running;
+        view.queue_pending = status.queue_pending;
+        view.in_flight = prompts.unseen;
+        view.slot_limit = self.slot_limit;
+        view.backlog_cost = prompts.cost;
+        view.resident_model = status.last_model;
+        view.speed = status.speed;
+        view
+    }
+
+    /// The time since the last successful probe.
+    pub fn probe_age(&self) -> Option<Duration> {
+        self.status().last_probe_ok.map(|at| at.elapsed())
+    }
+}
+
+/// Every node of the fleet, by name; nodes may join and leave while the coordinator runs.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    members: RwLock<Arc<Members>>,
+}
+
+/// One immutable version of the member list.
+#[derive(Debug, Default, Clone)]
+struct Members {
+    nodes: Vec<Arc<Node>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Members {
+    fn from_nodes(nodes: Vec<Arc<Node>>) -> Self {
+        let by_name = nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| (node.spec.name.clone(), index))
+            .collect();
+        Self { nodes, by_name }
+    }
+}
+
+/// The fleet's members at one instant. Cheap to take and to clone; it does not change when
+/// nodes join or leave later.
+#[derive(Debug, Clone)]
+pub struct FleetSnapshot(Arc<Members>);
+
+impl Deref for FleetSnapshot {
+    type Target = [Arc<Node>];
+
+    fn deref(&self) -> &[Arc<Node>] {
+        &self.0.nodes
+    }
+}
+
+impl IntoIterator for FleetSnapshot {
+    type Item = Arc<Node>;
+    type IntoIter = std::vec::IntoIter<Arc<Node>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.nodes.clone().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a FleetSnapshot {
+    type Item = &'a Arc<Node>;
+    type IntoIter = std::slice::Iter<'a, Arc<Node>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.nodes.iter()
+    }
+}
+
+impl Fleet {
+    /// Creates a fleet from nodes with unique names (a later duplicate hides an earlier one
+    /// in lookups; configuration validation rules duplicates out).
+    pub fn new(nodes: Vec<Arc<Node>>) -> Self {
+        Self {
+            members: RwLock::new(Arc::new(Members::from_nodes(nodes))),
+        }
+    }
+
+    fn current(&self) -> Arc<Members> {
+        // The list is replaced whole under the lock, never edited in place, so a poisoned
+        // lock still guards a consistent list.
+        self.members
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Every node now: configured nodes in configuration order, then discovered ones in the
+    /// order they joined.
+    pub fn nodes(&self) -> FleetSnapshot {
+        FleetSnapshot(self.current())
+    }
+
+    /// The node named `name`, if it is in the fleet now.
+    pub fn get(&self, name: &str) -> Option<Arc<Node>> {
+        let members = self.current();
+        members
+            .by_name
+            .get(name)
+            .map(|&index| members.nodes[index].clone())
+    }
+
+    /// Adds `node` unless a node of the same name is already in the fleet; returns whether
+    /// it was added.
+    pub fn insert(&self, node: Arc<Node>) -> bool {
+        let mut guard = self
+            .members
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.by_name.contains_key(&node.spec.name) {
+            return false;
+        }
+        let mut nodes = guard.nodes.clone();
+        nodes.push(node);
+        *guard = Arc::new(Members::from_nodes(nodes));
+        true
+    }
+
+    /// Removes the node named `name` and returns it; snapshots taken before still hold it.
+    pub fn remove(&self, name: &str) -> Option<Arc<Node>> {
+        let mut guard = self
+            .members
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = *guard.by_name.get(name)?;
+        let mut nodes = guard.nodes.clone();
+        let removed = nodes.remove(index);
+        *guard = Arc::new(Members::from_nodes(nodes));
+        Some(removed)
+    }
+
+    /// Whether at least one node is up (for readiness).
+    pub fn any_up(&self) -> bool {
+        self.nodes()
+            .iter()
+            .any(|node| node.status().health == Health::Up)
+    }
+}

@@ -1,0 +1,598 @@
+//! `JobService`: submit, watch, get, list, cancel, fetch output.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use comfy_api::{FileRef, ViewRequest};
+use fleet_proto::v1 as pb;
+use fleet_proto::v1::job_service_server::JobService;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
+
+use super::{convert, status_of};
+use crate::analysis;
+use crate::events::{EventHub, WatchFrom, WatchItem};
+use crate::fleet::Fleet;
+use crate::job::{Job, JobId, JobSpec, Labels};
+use crate::journal::{JobStore, ListQuery};
+use crate::manager::{AdmissionError, CancelOutcome, ManagerHandle};
+use crate::metrics::Metrics;
+
+/// Limits applied at submit.
+#[derive(Debug, Clone)]
+pub struct SubmitLimits {
+    /// Largest workflow in bytes. Default 8 MiB.
+    pub max_workflow_bytes: usize,
+    /// Most graph nodes in one workflow. Default 10,000.
+    pub max_nodes: usize,
+}
+
+impl Default for SubmitLimits {
+    fn default() -> Self {
+        Self {
+            max_workflow_bytes: 8 << 20,
+            max_nodes: 10_000,
+        }
+    }
+}
+
+/// RESOURCE_EXHAUSTED naming the limit, with a `retry-after` header in whole seconds.
+fn refused(error: &AdmissionError) -> Status {
+    let mut status = Status::resource_exhausted(error.to_string());
+    let seconds = error.retry_after().as_secs().max(1).to_string();
+    if let Ok(value) = seconds.parse() {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
+}
+
+/// Largest tenant name, labels and idempotency keys, in bytes.
+const MAX_NAME_BYTES: usize = 256;
+/// Chunk size of `FetchOutput` when the caller asks for none.
+const DEFAULT_CHUNK: usize = 64 << 10;
+/// Largest chunk a caller may ask for.
+const MAX_CHUNK: usize = 1 << 20;
+
+/// The job service.
+#[derive(Clone)]
+pub struct JobApi {
+    store: Arc<dyn JobStore>,
+    hub: Arc<EventHub>,
+    fleet: Arc<Fleet>,
+    manager: ManagerHandle,
+    metrics: Metrics,
+    limits: SubmitLimits,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl JobApi {
+    /// Creates the service.
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        hub: Arc<EventHub>,
+        fleet: Arc<Fleet>,
+        manager: ManagerHandle,
+        metrics: Metrics,
+        limits: SubmitLimits,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            fleet,
+            manager,
+            metrics,
+            limits,
+        }
+    }
+
+    fn observe<T>(&self, method: &str, started: Instant, result: &Result<T, Status>) {
+        super::observe(&self.metrics, method, started, result);
+    }
+
+    async fn submit(&self, request: pb::SubmitJobRequest) -> Result<pb::SubmitJobResponse, Status> {
+        let spec = self.check_submit(request)?;
+        let job = Job::new(spec, SystemTime::now());
+        let span = info_span!("job", job_id = %job.id, tenant = %job.spec.tenant);
+        async {
+            // Refused before anything is written; the permit holds a place in the queue
+            // until the manager has queued the job (or the submission fails).
+            let _permit = self.manager.admit(&job.spec.tenant).map_err(|error| {
+                info!(%error, "submission refused: queue full");
+                refused(&error)
+            })?;
+            // Durable before we answer: from here on the job cannot be lost.
+            let inserted = self.store.insert(job).await.map_err(status_of)?;
+            let job = inserted.job;
+            if !inserted.created {
+                info!("idempotency key seen before; returning the first job");
+                return Ok(pb::SubmitJobResponse {
+                    job_id: job.id.to_string(),
+                    queue_position: 0,
+                    replayed: true,
+                    state: convert::state(job.state()) as i32,
+                });
+            }
+            let id = job.id;
+            let position = self.manager.enqueue(job).await.map_err(status_of)?;
+            self.metrics.jobs_submitted.inc();
+            info!(queue_position = position, "job accepted");
+            Ok(pb::SubmitJobResponse {
+                job_id: id.to_string(),
+                queue_position: position as u32,
+                replayed: false,
+                state: pb::JobState::Queued as i32,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Checks a submission and builds its spec; every refusal names what is wrong.
+    fn check_submit(&self, request: pb::SubmitJobRequest) -> Result<JobSpec, Status> {
+        if request.workflow.is_empty() {
+            return Err(Status::invalid_argument(
+                "workflow is empty: send API-format workflow JSON",
+            ));
+        }
+        if request.workflow.len() > self.limits.max_workflow_bytes {
+            return Err(Status::invalid_argument(format!(
+                "workflow is {} bytes; the limit is {} bytes",
+                request.workflow.len(),
+                self.limits.max_workflow_bytes
+            )));
+        }
+        let tenant = if request.tenant.is_empty() {
+            "default".to_owned()
+        } else {
+            request.tenant
+        };
+        check_name("tenant", &tenant)?;
+        check_name("idempotency_key", &request.idempotency_key)?;
+        let mut labels = Labels::new();
+        for (key, value) in request.required_labels {
+            if key.is_empty() {
+                return Err(Status::invalid_argument(
+                    "required_labels: a label key is empty",
+                ));
+            }
+            check_name("label key", &key)?;
+            check_name("label value", &value)?;
+            labels.insert(key, value);
+        }
+
+        let bytes = Bytes::from(request.workflow);
+        let analysed = analysis::analyse(&bytes)
+            .map_err(|error| Status::invalid_argument(format!("workflow refused: {error}")))?;
+        if analysed.num_nodes > self.limits.max_nodes {
+            return Err(Status::invalid_argument(format!(
+                "workflow has {} nodes; the limit is {}",
+                analysed.num_nodes, self.limits.max_nodes
+            )));
+        }
+
+        let mut spec = JobSpec::new(analysed.forward, tenant);
+        spec.priority = request.priority;
+        spec.required_labels = labels;
+        spec.idempotency_key =
+            (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
+        spec.analysis = analysed.analysis;
+        spec.deadline = match request.deadline {
+            Some(pb::submit_job_request::Deadline::DeadlineAt(at)) => {
+                let secs = u64::try_from(at.seconds)
+                    .map_err(|_| Status::invalid_argument("deadline_at is before 1970"))?;
+                Some(
+                    SystemTime::UNIX_EPOCH
+                        + Duration::new(secs, at.nanos.clamp(0, 999_999_999) as u32),
+                )
+            }
+            Some(pb::submit_job_request::Deadline::Timeout(timeout)) => {
+                let secs = u64::try_from(timeout.seconds)
+                    .map_err(|_| Status::invalid_argument("timeout is negative"))?;
+                Some(
+                    SystemTime::now()
+                        + Duration::new(secs, timeout.nanos.clamp(0, 999_999_999) as u32),
+                )
+            }
+            None => None,
+        };
+
+        // A job that no node of the fleet could ever run is refused now rather than queued
+        // forever; one that only nodes now down could run waits for them.
+        let probe_job = Job::new(spec.clone(), SystemTime::now());
+        let view = analysis::job_view(&probe_job, 0);
+        let nodes: Vec<_> = self.fleet.nodes().iter().map(|node| node.view()).collect();
+        if let scheduler::Feasibility::Infeasible(why) = scheduler::feasibility(&view, &nodes) {
+            let message = why
+                .to_string()
+                .replacen(&format!("job {}: ", probe_job.id), "", 1);
+            return Err(Status::failed_precondition(message));
+        }
+        Ok(spec)
+    }
+
+    async fn snapshot(&self, id: JobId) -> Result<pb::Job, Status> {
+        let last_sequence = self
+            .hub
+            .get(id)
+            .map(|log| log.last_sequence())
+            .unwrap_or_default();
+        if let Some(live) = self.manager.get(id).await.map_err(status_of)? {
+            return Ok(convert::job(&live.job, live.queue_position, last_sequence));
+        }
+        match self.store.get(id).await.map_err(status_of)? {
+            Some(job) => Ok(convert::job(&job, None, last_sequence)),
+            None => Err(Status::not_found(format!("job {id} does not exist"))),
+        }
+    }
+}
+
+fn check_name(what: &str, value: &str) -> Result<(), Status> {
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{what} is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{what} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, Status> {
+    text.parse::<JobId>()
+        .map_err(|_| Status::invalid_argument(format!("job_id {text:?} is not a job id (a UUID)")))
+}
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let started = Instant::now();
+        let result = self.submit(request.into_inner()).await;
+        self.observe("SubmitJob", started, &result);
+        if let Err(status) = &result {
+            let reason = match status.code() {
+                tonic::Code::InvalidArgument => Some("invalid"),
+                tonic::Code::FailedPrecondition => Some("infeasible"),
+                tonic::Code::ResourceExhausted => Some("queue_full"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                self.metrics
+                    .jobs_rejected
+                    .with_label_values(&[reason])
+                    .inc();
+            }
+        }
+        result.map(Response::new)
+    }
+
+    type WatchJobStream = BoxStream<pb::WatchJobResponse>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            let id = parse_job_id(&request.job_id)?;
+            let snapshot = self.snapshot(id).await?;
+            let watcher = match self.hub.get(id) {
+                Some(log) => Some(
+                    log.watch(
+                        WatchFrom::After(request.after_sequence),
+                        request.include_previews,
+                    )
+                    .map_err(|error| Status::resource_exhausted(error.to_string()))?,
+                ),
+                None => None,
+            };
+            Ok((id, snapshot, watcher))
+        }
+        .await;
+        self.observe("WatchJob", started, &result);
+        let (id, snapshot, watcher) = result?;
+
+        let (tx, rx) = mpsc::channel(64);
+        let api = self.clone();
+        let metrics = self.metrics.clone();
+        metrics.relay_watchers.inc();
+        tokio::spawn(async move {
+            let send = |item| pb::WatchJobResponse { item: Some(item) };
+            let terminal = convert_is_terminal(&snapshot);
+            if tx
+                .send(Ok(send(pb::watch_job_response::Item::Snapshot(snapshot))))
+                .await
+                .is_err()
+            {
+                metrics.relay_watchers.dec();
+                return;
+            }
+            if let (Some(mut watcher), false) =
+                (watcher, terminal && request.after_sequence == u64::MAX)
+            {
+                while let Some(item) = watcher.next().await {
+                    let message = match item {
+                        Ok(WatchItem::Event(event)) => send(pb::watch_job_response::Item::Event(
+                            convert::event(event.sequence, event.at, &event.event),
+                        )),
+                        Ok(WatchItem::Preview(event)) => send(pb::watch_job_response::Item::Event(
+                            convert::event(0, SystemTime::now(), &event),
+                        )),
+                        Err(lagged) => {
+                            // Events were evicted before this watcher read them: say so, and
+                            // send the current state so the caller stays consistent.
+                            let gap = pb::EventGap {
+                                from_sequence: watcher.cursor().saturating_add(1),
+                                to_sequence: lagged.oldest_retained.saturating_sub(1),
+                            };
+                            if tx
+                                .send(Ok(send(pb::watch_job_response::Item::Gap(gap))))
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                            match api.snapshot(id).await {
+                                Ok(job) => send(pb::watch_job_response::Item::Snapshot(job)),
+                                Err(status) => {
+                                    let _ = tx.send(Err(status)).await;
+                                    break;
+                                }
+                            }
+                        }
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            metrics.relay_watchers.dec();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let id = parse_job_id(&request.get_ref().job_id)?;
+            Ok(pb::GetJobResponse {
+                job: Some(self.snapshot(id).await?),
+            })
+        }
+        .await;
+        self.observe("GetJob", started, &result);
+        result.map(Response::new)
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            let mut states = Vec::new();
+            for state in &request.states {
+                let state = pb::JobState::try_from(*state).map_err(|_| {
+                    Status::invalid_argument(format!("states: {state} is not a job state"))
+                })?;
+                states.extend(convert::state_from(state));
+            }
+            let query = ListQuery {
+                states,
+                tenant: (!request.tenant.is_empty()).then_some(request.tenant),
+                page_size: request.page_size,
+                page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+                with_workflow: false,
+            };
+            let page = self.store.list(query).await.map_err(|error| match error {
+                crate::journal::JournalError::BadPageToken(_) => {
+                    Status::invalid_argument(error.to_string())
+                }
+                other => status_of(other),
+            })?;
+            let mut jobs = Vec::with_capacity(page.jobs.len());
+            for job in &page.jobs {
+                // The journal does not know queue positions; the manager does, for the
+                // queued jobs of this page.
+                let position = if job.state() == crate::job::JobState::Queued {
+                    self.manager
+                        .get(job.id)
+                        .await
+                        .map_err(status_of)?
+                        .and_then(|live| live.queue_position)
+                } else {
+                    None
+                };
+                jobs.push(convert::job(job, position, 0));
+            }
+            Ok(pb::ListJobsResponse {
+                jobs,
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        }
+        .await;
+        self.observe("ListJobs", started, &result);
+        result.map(Response::new)
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            let id = parse_job_id(&request.job_id)?;
+            let reason = if request.reason.is_empty() {
+                "cancelled by the caller".to_owned()
+            } else {
+                request.reason
+            };
+            check_name("reason", &reason)?;
+            let outcome = match self.manager.cancel(id, reason).await {
+                Ok(outcome) => outcome,
+                Err(crate::manager::ManagerError::NotLive(_)) => {
+                    match self.store.get(id).await.map_err(status_of)? {
+                        Some(_) => CancelOutcome::AlreadyTerminal,
+                        None => return Err(Status::not_found(format!("job {id} does not exist"))),
+                    }
+                }
+                Err(error) => return Err(status_of(error)),
+            };
+            let outcome = match outcome {
+                CancelOutcome::RemovedFromQueue => pb::CancelOutcome::RemovedFromQueue,
+                CancelOutcome::DeletedFromNodeQueue => pb::CancelOutcome::DeletedFromNodeQueue,
+                CancelOutcome::Interrupted => pb::CancelOutcome::Interrupted,
+                CancelOutcome::AlreadyTerminal => pb::CancelOutcome::AlreadyTerminal,
+            };
+            Ok(pb::CancelJobResponse {
+                outcome: outcome as i32,
+                job: Some(self.snapshot(id).await?),
+            })
+        }
+        .await;
+        self.observe("CancelJob", started, &result);
+        result.map(Response::new)
+    }
+
+    type FetchOutputStream = BoxStream<pb::FetchOutputResponse>;
+
+    async fn fetch_output(
+        &self,
+        request: Request<pb::FetchOutputRequest>,
+    ) -> Result<Response<Self::FetchOutputStream>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = self.open_output(request).await;
+        self.observe("FetchOutput", started, &result);
+        result.map(Response::new)
+    }
+}
+
+impl JobApi {
+    async fn open_output(
+        &self,
+        request: pb::FetchOutputRequest,
+    ) -> Result<BoxStream<pb::FetchOutputResponse>, Status> {
+        let id = parse_job_id(&request.job_id)?;
+        let job = match self.manager.get(id).await.map_err(status_of)? {
+            Some(live) => live.job,
+            None => self
+                .store
+                .get(id)
+                .await
+                .map_err(status_of)?
+                .ok_or_else(|| Status::not_found(format!("job {id} does not exist")))?,
+        };
+        let outputs = &job.progress.outputs;
+        // Only outputs the job recorded can be fetched; a caller never names a path.
+        let index = match request.selector {
+            Some(pb::fetch_output_request::Selector::OutputIndex(index)) => index as usize,
+            Some(pb::fetch_output_request::Selector::ByName(name)) => outputs
+                .iter()
+                .position(|o| o.node_id == name.node_id && o.filename == name.filename)
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "job {id} has no output {:?} from node {:?}",
+                        name.filename, name.node_id
+                    ))
+                })?,
+            None => 0,
+        };
+        let output = outputs.get(index).cloned().ok_or_else(|| {
+            if outputs.is_empty() {
+                Status::failed_precondition(format!(
+                    "job {id} has no outputs (state {})",
+                    job.state().as_str()
+                ))
+            } else {
+                // The contract answers NOT_FOUND for an output the job did not record, whichever
+                // selector named it.
+                Status::not_found(format!(
+                    "job {id} has {} outputs; index {index} does not exist",
+                    outputs.len()
+                ))
+            }
+        })?;
+        let node = self.fleet.get(&output.held_by).ok_or_else(|| {
+            Status::unavailable(format!(
+                "node {} that holds the output is no longer in the fleet",
+                output.held_by
+            ))
+        })?;
+        let file = FileRef {
+            filename: output.filename.clone(),
+            subfolder: output.subfolder.clone(),
+            file_type: output.folder_type.clone(),
+            extra: Default::default(),
+        };
+        let response = node
+            .client
+            .view(&ViewRequest::from_file(&file))
+            .await
+            .map_err(|error| {
+                Status::unavailable(format!(
+                    "cannot read output {} from node {}: {error}",
+                    output.filename, node.spec.name
+                ))
+            })?;
+        let header = pb::OutputHeader {
+            output: Some(convert::output(index, &output)),
+            content_type: response
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            size: response.content_length.unwrap_or_default(),
+            node: node.spec.name.clone(),
+        };
+        let chunk = match request.chunk_size as usize {
+            0 => DEFAULT_CHUNK,
+            size => size.min(MAX_CHUNK),
+        };
+        let first = futures_util::stream::once(async move {
+            Ok(pb::FetchOutputResponse {
+                item: Some(pb::fetch_output_response::Item::Header(header)),
+            })
+        });
+        let body = response.body.flat_map(move |piece| {
+            let items: Vec<Result<pb::FetchOutputResponse, Status>> = match piece {
+                Ok(bytes) => bytes
+                    .chunks(chunk)
+                    .map(|part| {
+                        Ok(pb::FetchOutputResponse {
+                            item: Some(pb::fetch_output_response::Item::Chunk(part.to_vec())),
+                        })
+                    })
+                    .collect(),
+                Err(error) => vec![Err(Status::unavailable(format!(
+                    "output stream broke: {error}"
+                )))],
+            };
+            futures_util::stream::iter(items)
+        });
+        Ok(Box::pin(first.chain(body)))
+    }
+}
+
+fn convert_is_terminal(job: &pb::Job) -> bool {
+    matches!(
+        pb::JobState::try_from(job.state),
+        Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)
+    )
+}

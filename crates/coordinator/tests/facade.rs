@@ -1,0 +1,386 @@
+//! The drop-in ComfyUI API, driven by a ComfyUI client as if the coordinator were one node.
+
+mod support;
+
+use std::time::Duration;
+
+use comfy_api::ws::{WsConfig, WsEvent, WsItem};
+use comfy_api::{ClientConfig, NodeClient, PromptRequest, ViewRequest};
+use comfy_sim::NodeConfig as SimConfig;
+use coordinator::Coordinator;
+use serde_json::{Value, json};
+
+/// A workflow every simulated node can run: an image of `color`, saved.
+fn workflow(color: u32) -> String {
+    format!(
+        r#"{{"1": {{"class_type": "EmptyImage", "inputs": {{"width": 64, "height": 64, "batch_size": 1, "color": {color}}}}},
+            "2": {{"class_type": "SaveImage", "inputs": {{"filename_prefix": "facade", "images": ["1", 0]}}}}}}"#
+    )
+}
+
+struct Fleet {
+    coordinator: Coordinator,
+    sims: Vec<comfy_sim::SimNode>,
+    _data: tempfile::TempDir,
+}
+
+async fn start_fleet(num_nodes: usize) -> Fleet {
+    let nodes = (0..num_nodes)
+        .map(|index| SimConfig::named(&format!("gpu-{index}")).with_time_scale(0.0))
+        .collect();
+    let fleet = support::start_sim_fleet(nodes).await;
+    Fleet {
+        coordinator: fleet.coordinator,
+        sims: fleet.sims,
+        _data: fleet.data,
+    }
+}
+
+fn facade_client(fleet: &Fleet) -> NodeClient {
+    NodeClient::new(
+        "facade",
+        &format!("http://{}", fleet.coordinator.http_addr()),
+        ClientConfig::default(),
+    )
+    .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comfyui_client_runs_a_prompt_through_the_facade() {
+    let fleet = start_fleet(2).await;
+    let client = facade_client(&fleet);
+    let mut events = client
+        .events("client-1", WsConfig::default())
+        .expect("socket");
+    // First: connected, then the status frame with the sid.
+    let mut saw_status = false;
+    while !saw_status {
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+            Ok(Some(WsItem::Event(WsEvent::Status(_)))) => saw_status = true,
+            Ok(Some(_)) => {}
+            other => panic!("no first status: {other:?}"),
+        }
+    }
+
+    let mut request = PromptRequest::from_raw(
+        serde_json::value::RawValue::from_string(workflow(7)).expect("raw"),
+    );
+    request.client_id = Some("client-1".into());
+    request.prompt_id = Some("my-own-prompt-id".into());
+    let accepted = client.prompt(&request).await.expect("facade accepts");
+    assert_eq!(accepted.prompt_id, "my-own-prompt-id");
+
+    let mut kinds = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("events keep coming")
+            .expect("stream open");
+        let WsItem::Event(event) = item else { continue };
+        if let Some(id) = event.prompt_id() {
+            assert_eq!(id, "my-own-prompt-id", "{event:?} carries the facade id");
+        }
+        kinds.push(event.kind().to_owned());
+        if let WsEvent::Executing(executing) = &event
+            && executing.node.is_none()
+        {
+            break;
+        }
+    }
+    let position = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| k == kind)
+            .unwrap_or_else(|| panic!("{kind} missing from {kinds:?}"))
+    };
+    assert!(position("execution_start") < position("executing"));
+    assert!(position("executing") < position("executed"));
+    assert!(position("executed") < position("execution_success"));
+    assert_eq!(kinds.last().map(String::as_str), Some("executing"));
+    events.close().await;
+
+    // History: the entry appears, with a node-qualified subfolder.
+    let mut entry = None;
+    for _ in 0..100 {
+        entry = client
+            .history_entry("my-own-prompt-id")
+            .await
+            .expect("history");
+        if entry.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let entry = entry.expect("history entry");
+    let file = entry.outputs["2"].files["images"][0].clone();
+    let (node_name, real_subfolder) = match file.subfolder.split_once('/') {
+        Some((node, sub)) => (node.to_owned(), sub.to_owned()),
+        None => (file.subfolder.clone(), String::new()),
+    };
+    let sim = fleet
+        .sims
+        .iter()
+        .find(|s| s.name() == node_name)
+        .unwrap_or_else(|| panic!("subfolder {:?} names no node", file.subfolder));
+
+    // /view through the facade gives the node's bytes.
+    let through_facade = client
+        .view(&ViewRequest::from_file(&file))
+        .await
+        .expect("view")
+        .bytes()
+        .await
+        .expect("bytes");
+    let node = NodeClient::new(sim.name(), &sim.url(), ClientConfig::default()).expect("client");
+    let mut direct = ViewRequest::from_file(&file);
+    direct.subfolder = (!real_subfolder.is_empty()).then_some(real_subfolder);
+    let from_node = node
+        .view(&direct)
+        .await
+        .expect("node view")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert!(!from_node.is_empty());
+    assert_eq!(through_facade, from_node);
+    fleet.coordinator.shutdown().await;
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &str) -> (u16, String) {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_facade_refuses_like_comfyui_with_and_without_the_api_prefix() {
+    let fleet = start_fleet(1).await;
+    let http = reqwest::Client::new();
+    for base in [
+        format!("http://{}", fleet.coordinator.http_addr()),
+        format!("http://{}/api", fleet.coordinator.http_addr()),
+    ] {
+        let url = format!("{base}/prompt");
+        let (status, body) = post(&http, &url, "{not json").await;
+        assert_eq!(status, 500, "{base}: non-JSON body");
+        assert!(body.starts_with("500 Internal Server Error"), "{body}");
+
+        let (status, body) = post(&http, &url, r#"{"client_id": "x"}"#).await;
+        assert_eq!(status, 400);
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["error"]["type"], "no_prompt");
+        assert_eq!(body["node_errors"], json!({}));
+
+        let (status, body) = post(
+            &http,
+            &url,
+            r#"{"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}"#,
+        )
+        .await;
+        assert_eq!(status, 400);
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["error"]["type"], "invalid_prompt");
+        assert_eq!(
+            body["error"]["message"],
+            "Cannot execute because node NoSuchNode does not exist."
+        );
+        assert_eq!(body["error"]["details"], "Node ID '#1'");
+
+        let (status, body) = post(&http, &url, r#"{"prompt": {"1": {"inputs": {}}}}"#).await;
+        assert_eq!(status, 400);
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            body["error"]["message"],
+            "Cannot execute because a node is missing the class_type property."
+        );
+
+        let (status, _) = post(&http, &url, r#"{"prompt": 5}"#).await;
+        assert_eq!(status, 500, "prompt not an object");
+
+        // View: ComfyUI's refusals, in its order.
+        let view = |query: &str| {
+            let http = http.clone();
+            let url = format!("{base}/view?{query}");
+            async move { http.get(url).send().await.expect("view").status().as_u16() }
+        };
+        assert_eq!(view("type=output").await, 404, "no filename");
+        assert_eq!(view("filename=").await, 400, "empty filename");
+        assert_eq!(view("filename=../x.png").await, 400, "dots in the name");
+        assert_eq!(view("filename=/x.png").await, 400, "absolute name");
+        assert_eq!(view("filename=x.png&type=nope").await, 400, "unknown type");
+        assert_eq!(
+            view("filename=x.png&subfolder=gpu-0/../../etc").await,
+            403,
+            "escaping subfolder"
+        );
+        assert_eq!(
+            view("filename=none.png&subfolder=gpu-0").await,
+            404,
+            "missing file"
+        );
+        assert_eq!(
+            view("filename=none.png&subfolder=no-such-node").await,
+            404,
+            "unknown node"
+        );
+
+        let history: Value = http
+            .get(format!("{base}/history/unknown-id"))
+            .send()
+            .await
+            .expect("history")
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).expect("json"))
+            .expect("body");
+        assert_eq!(history, json!({}));
+        let features: Value = http
+            .get(format!("{base}/features"))
+            .send()
+            .await
+            .expect("features")
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).expect("json"))
+            .expect("body");
+        assert_eq!(features["supports_preview_metadata"], true);
+    }
+
+    // The number counter moves on every parsed POST (rejected ones too); front negates it;
+    // an explicit number is echoed as a float and leaves the counter alone.
+    let url = format!("http://{}/prompt", fleet.coordinator.http_addr());
+    let graph = workflow(1);
+    let (_, first) = post(&http, &url, &format!(r#"{{"prompt": {graph}}}"#)).await;
+    let first: Value = serde_json::from_str(&first).expect("json");
+    let n = first["number"].as_i64().expect("integer number");
+    assert_eq!(
+        n, 8,
+        "two rounds of four parsed POSTs came before (non-JSON is not parsed)"
+    );
+    let (_, front) = post(
+        &http,
+        &url,
+        &format!(r#"{{"prompt": {graph}, "front": true}}"#),
+    )
+    .await;
+    let front: Value = serde_json::from_str(&front).expect("json");
+    assert_eq!(front["number"], json!(-(n + 1)));
+    let (_, explicit) = post(
+        &http,
+        &url,
+        &format!(r#"{{"prompt": {graph}, "number": 7}}"#),
+    )
+    .await;
+    let explicit: Value = serde_json::from_str(&explicit).expect("json");
+    assert_eq!(explicit["number"], json!(7.0));
+    let (_, next) = post(&http, &url, &format!(r#"{{"prompt": {graph}}}"#)).await;
+    let next: Value = serde_json::from_str(&next).expect("json");
+    assert_eq!(next["number"], json!(n + 2));
+
+    let stats: Value = http
+        .get(format!(
+            "http://{}/system_stats",
+            fleet.coordinator.http_addr()
+        ))
+        .send()
+        .await
+        .expect("stats")
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).expect("json"))
+        .expect("body");
+    assert_eq!(stats["devices"].as_array().map(Vec::len), Some(1));
+    assert!(
+        stats["devices"][0]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("gpu-0: ")),
+        "{stats}"
+    );
+    fleet.coordinator.shutdown().await;
+}
+
+/// A 1×1 PNG, as a user would upload.
+const TINY_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reaches_the_node_that_runs_the_prompt_using_it() {
+    let fleet = start_fleet(2).await;
+    let client = facade_client(&fleet);
+    let name = "fleet upload (1).png";
+    let on_node = |sim: &comfy_sim::SimNode| sim.data_dir().join("input").join(name).is_file();
+    assert!(
+        fleet.sims.iter().all(|sim| !on_node(sim)),
+        "no node has the file before the upload"
+    );
+
+    let uploaded = client
+        .upload_image(&comfy_api::UploadImage {
+            filename: name.to_owned(),
+            bytes: bytes::Bytes::from_static(TINY_PNG),
+            subfolder: None,
+            image_type: None,
+            overwrite: false,
+        })
+        .await
+        .expect("the coordinator keeps the upload");
+    assert_eq!(uploaded.name, name, "a new name is kept as sent");
+    assert!(
+        fleet.sims.iter().all(|sim| !on_node(sim)),
+        "the upload stays in the coordinator until a prompt needs it"
+    );
+
+    let prompt = format!(
+        r#"{{"1": {{"class_type": "LoadImage", "inputs": {{"image": "{name}"}}}},
+            "2": {{"class_type": "SaveImage", "inputs": {{"filename_prefix": "up", "images": ["1", 0]}}}}}}"#
+    );
+    let raw = serde_json::value::RawValue::from_string(prompt).expect("json");
+    let accepted = client
+        .prompt(&PromptRequest::from_raw(raw))
+        .await
+        .expect("prompt accepted");
+
+    let mut entry = None;
+    for _ in 0..200 {
+        entry = client
+            .history_entry(&accepted.prompt_id)
+            .await
+            .expect("history");
+        if entry.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let entry = entry.expect("the prompt finished");
+    assert!(
+        entry.outcome().is_success(),
+        "the node found the uploaded file: {entry:?}"
+    );
+    let (_, _, file) = entry.files().next().expect("an output");
+    let ran_on = file
+        .subfolder
+        .split('/')
+        .next()
+        .expect("node name")
+        .to_owned();
+    let sim = fleet
+        .sims
+        .iter()
+        .find(|sim| sim.name() == ran_on)
+        .expect("the subfolder names a node");
+    assert!(
+        on_node(sim),
+        "node {ran_on} received the upload before the prompt"
+    );
+}

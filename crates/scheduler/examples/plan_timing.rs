@@ -1,0 +1,139 @@
+//! Prints how long one placement round takes for a large fleet: 1,000 nodes and 10,000
+//! queued jobs, per policy, in a few fleet shapes.
+//!
+//! Run with `cargo run --release -p scheduler --example plan_timing`. This is a measurement
+//! to read, not a test: nothing fails on a slow machine.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use scheduler::{
+    Health, JobView, ModelFile, NodeView, PolicyConfig, PolicyKind, QueueOrder, Snapshot,
+    build_policy,
+};
+
+const NUM_NODES: usize = 1_000;
+const NUM_JOBS: usize = 10_000;
+const GIB: u64 = 1 << 30;
+const CHECKPOINTS: [&str; 6] = ["sd15", "sdxl", "flux-dev", "flux-schnell", "sd3", "pony"];
+const CLASSES: [&str; 8] = [
+    "KSampler",
+    "SaveImage",
+    "CheckpointLoaderSimple",
+    "CLIPTextEncode",
+    "VAEDecode",
+    "ControlNetApply",
+    "UpscaleModelLoader",
+    "AnimateDiff",
+];
+
+/// How busy the generated fleet is.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// Every node idle: the round fills 2,000 slots.
+    Idle,
+    /// 95% of nodes full: most jobs find no slot, the walk scans the whole queue.
+    MostlyFull,
+}
+
+fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
+    (0..NUM_NODES)
+        .map(|i| {
+            let mut node = NodeView::new(format!("gpu-{i:04}"));
+            node.health = if rng.random_bool(0.97) {
+                Health::Up
+            } else {
+                Health::Down
+            };
+            node.draining = rng.random_bool(0.02);
+            node.labels
+                .insert("pool".into(), ["a", "b", "c"][i % 3].into());
+            // Core classes everywhere, extras on some nodes.
+            node.classes = CLASSES[..5].iter().map(|c| (*c).to_owned()).collect();
+            for extra in &CLASSES[5..] {
+                if rng.random_bool(0.5) {
+                    node.classes.insert((*extra).to_owned());
+                }
+            }
+            let ckpts: BTreeSet<String> = CHECKPOINTS
+                .iter()
+                .filter(|_| rng.random_bool(0.6))
+                .map(|c| (*c).to_owned())
+                .collect();
+            node.models.insert("checkpoints".into(), ckpts);
+            node.vram_total = [8, 12, 16, 24, 48, 80][rng.random_range(0..6)] * GIB;
+            node.vram_free = node.vram_total / 2;
+            node.queue_running = match shape {
+                Shape::Idle => 0,
+                Shape::MostlyFull => u32::from(rng.random_bool(0.95)) * 2,
+            };
+            node.backlog_cost = u64::from(node.queue_running) * 20 * 512 * 512;
+            node.resident_model = Some(CHECKPOINTS[rng.random_range(0..CHECKPOINTS.len())].into());
+            node.speed = Some(rng.random_range(1.0e6..2.0e7));
+            node
+        })
+        .collect()
+}
+
+fn queue(rng: &mut StdRng) -> Vec<JobView> {
+    (0..NUM_JOBS)
+        .map(|i| {
+            let mut job = JobView::new(format!("job-{i:05}"), i as u64);
+            job.priority = rng.random_range(0..3);
+            job.tenant = format!("tenant-{}", rng.random_range(0..20));
+            if rng.random_bool(0.3) {
+                job.required_labels
+                    .insert("pool".into(), ["a", "b", "c"][i % 3].into());
+            }
+            job.required_classes = CLASSES[..5].iter().map(|c| (*c).to_owned()).collect();
+            if rng.random_bool(0.2) {
+                job.required_classes
+                    .insert(CLASSES[rng.random_range(5..8)].to_owned());
+            }
+            let ckpt = CHECKPOINTS[rng.random_range(0..CHECKPOINTS.len())];
+            job.required_models
+                .insert(ModelFile::new("checkpoints", ckpt));
+            job.checkpoint = Some(ckpt.to_owned());
+            job.vram_need = [4, 8, 12, 20][rng.random_range(0..4)] * GIB;
+            job.cost = rng.random_range(10..50) * 1024 * 1024;
+            job
+        })
+        .collect()
+}
+
+fn main() {
+    println!("placement round: {NUM_NODES} nodes x {NUM_JOBS} queued jobs (best of 5)");
+    for shape in [Shape::Idle, Shape::MostlyFull] {
+        for order in [QueueOrder::Arrival, QueueOrder::FairShare] {
+            let mut rng = StdRng::seed_from_u64(7);
+            let (nodes, jobs) = (fleet(&mut rng, shape), queue(&mut rng));
+
+            let started = Instant::now();
+            let snapshot = Snapshot::new(jobs, nodes, order).expect("generated names are distinct");
+            let build = started.elapsed();
+            println!("\n{shape:?} fleet, {order:?} order: snapshot built in {build:?}");
+
+            for kind in PolicyKind::ALL {
+                let config = PolicyConfig {
+                    kind,
+                    ..PolicyConfig::default()
+                };
+                let mut best = None;
+                let mut placed = 0;
+                for round in 0..5 {
+                    let mut policy = build_policy(&config).expect("default settings are valid");
+                    let mut rng = StdRng::seed_from_u64(round);
+                    let started = Instant::now();
+                    let plan = policy.plan(&snapshot, &mut rng);
+                    let took = started.elapsed();
+                    placed = plan.assignments.len();
+                    best = Some(best.map_or(took, |b: std::time::Duration| b.min(took)));
+                }
+                let best = best.unwrap_or_default();
+                println!("  {:<22} {placed:>5} placed  {best:>12.3?}", kind.as_str());
+            }
+        }
+    }
+}

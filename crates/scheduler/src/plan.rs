@@ -1,0 +1,261 @@
+//! The greedy placement walk every policy shares, and the plan it produces.
+//!
+//! A round walks the queue once, in queue order. For each job it lists the candidate nodes
+//! (available, able to run the job, with a free slot counting what this round already gave
+//! them) and asks the policy to pick one. A job with no candidate is skipped, not waited on,
+//! so it never blocks jobs behind it (no head-of-line blocking), while jobs competing for the
+//! same node still get it in queue order because earlier jobs choose first. The walk stops once
+//! every slot of the fleet is taken.
+//!
+//! Cost: jobs with the same requirements share one eligibility list (computed once per round)
+//! and, once a requirement set finds no free node, later jobs with it are skipped after a hash
+//! lookup, since slots only fill up during a round.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::eligibility::{can_run_now, is_available};
+use crate::snapshot::Snapshot;
+use crate::view::{JobId, JobView, ModelFile, NodeId, NodeView};
+
+/// One decision: send this job to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The job to dispatch.
+    pub job: JobId,
+    /// The node to dispatch it to.
+    pub node: NodeId,
+}
+
+/// The outcome of one placement round: assignments in queue order. Jobs not listed stay
+/// queued for a later round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Assignments in the order their jobs appear in the queue.
+    pub assignments: Vec<Assignment>,
+}
+
+impl Plan {
+    /// Returns the node a job was assigned to, if any (a linear scan).
+    pub fn node_of(&self, job: &JobId) -> Option<&NodeId> {
+        self.assignments
+            .iter()
+            .find(|a| &a.job == job)
+            .map(|a| &a.node)
+    }
+}
+
+/// Node state during a round: the snapshot's numbers plus what this round already assigned.
+///
+/// Node indices are positions in [`Snapshot::nodes`] (name order).
+#[derive(Debug)]
+pub struct Round<'s> {
+    nodes: &'s [NodeView],
+    free: Vec<u32>,
+    planned: Vec<u32>,
+    planned_cost: Vec<u64>,
+    resident: Vec<Option<&'s str>>,
+}
+
+impl<'s> Round<'s> {
+    pub(crate) fn new(snapshot: &'s Snapshot) -> Self {
+        let nodes = snapshot.nodes();
+        Self {
+            nodes,
+            free: nodes
+                .iter()
+                .map(|n| if is_available(n) { n.free_slots() } else { 0 })
+                .collect(),
+            planned: vec![0; nodes.len()],
+            planned_cost: vec![0; nodes.len()],
+            resident: nodes.iter().map(|n| n.resident_model.as_deref()).collect(),
+        }
+    }
+
+    /// Returns the node at `index`.
+    pub fn node(&self, index: usize) -> &'s NodeView {
+        &self.nodes[index]
+    }
+
+    /// Returns the node's load counting this round's assignments: running + pending + in
+    /// flight + planned.
+    pub fn load(&self, index: usize) -> u32 {
+        self.nodes[index].load().saturating_add(self.planned[index])
+    }
+
+    /// Returns the node's free slots left in this round.
+    pub fn free_slots(&self, index: usize) -> u32 {
+        self.free[index]
+    }
+
+    /// Returns the node's estimated backlog in cost units, counting this round's assignments.
+    pub fn backlog_cost(&self, index: usize) -> u64 {
+        self.nodes[index]
+            .backlog_cost
+            .saturating_add(self.planned_cost[index])
+    }
+
+    /// Returns the checkpoint expected in VRAM once the node has run what it holds and what
+    /// this round gave it.
+    pub fn resident_model(&self, index: usize) -> Option<&'s str> {
+        self.resident[index]
+    }
+
+    pub(crate) fn assign(&mut self, index: usize, job: &'s JobView) {
+        debug_assert!(
+            self.free[index] > 0,
+            "a node must have a free slot to be assigned a job"
+        );
+        self.free[index] -= 1;
+        self.planned[index] += 1;
+        self.planned_cost[index] = self.planned_cost[index].saturating_add(job.cost);
+        if let Some(checkpoint) = job.checkpoint.as_deref() {
+            self.resident[index] = Some(checkpoint);
+        }
+    }
+}
+
+/// Jobs with equal requirements can run on exactly the same nodes.
+type Requirements<'s> = (
+    &'s BTreeMap<String, String>,
+    &'s BTreeSet<String>,
+    &'s BTreeSet<ModelFile>,
+    u64,
+);
+
+/// Walks the queue of `snapshot` once and assigns each job to the candidate `choose` picks.
+///
+/// `choose(job, candidates, round)` gets the indices of the job's candidate nodes (in name
+/// order, never empty) and returns a *position in that slice*, or `None` to leave the job
+/// queued. A position out of range also leaves the job queued, so a policy bug cannot place a
+/// job on an ineligible or full node.
+pub fn greedy_plan<'s, F>(snapshot: &'s Snapshot, mut choose: F) -> Plan
+where
+    F: FnMut(&'s JobView, &[usize], &Round<'s>) -> Option<usize>,
+{
+    let mut round = Round::new(snapshot);
+    let mut slots_left: u64 = round.free.iter().map(|&f| u64::from(f)).sum();
+    let mut eligible_by_requirements: HashMap<Requirements<'s>, Vec<usize>> = HashMap::new();
+    let mut candidates = Vec::new();
+    let mut plan = Plan::default();
+
+    for job in snapshot.jobs() {
+        if slots_left == 0 {
+            break;
+        }
+
+        // Nodes that can run this job and still have a slot. Dropping full nodes from the
+        // shared list keeps later lookups short; an empty list stays empty for the round.
+        let key = (
+            &job.required_labels,
+            &job.required_classes,
+            &job.required_models,
+            job.vram_need,
+        );
+        let eligible = eligible_by_requirements.entry(key).or_insert_with(|| {
+            (0..snapshot.nodes().len())
+                .filter(|&i| round.free[i] > 0 && can_run_now(job, &snapshot.nodes()[i]))
+                .collect()
+        });
+        eligible.retain(|&i| round.free[i] > 0);
+        if eligible.is_empty() {
+            continue;
+        }
+        candidates.clear();
+        candidates.extend_from_slice(eligible);
+
+        // NOTE: the choice is greedy per job. A flexible job early in the queue may take the
+        // only node a pickier job behind it could use, leaving that job waiting for the next
+        // free slot even though another node would have suited the first. Solving the round as
+        // a matching would avoid it at a much higher cost; with late binding and short rounds
+        // the pickier job only waits for the next slot on its node.
+        let Some(&node) = choose(job, &candidates, &round).and_then(|pos| candidates.get(pos))
+        else {
+            continue;
+        };
+        round.assign(node, job);
+        slots_left -= 1;
+        plan.assignments.push(Assignment {
+            job: job.id.clone(),
+            node: snapshot.nodes()[node].id.clone(),
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::QueueOrder;
+
+    fn snapshot_for_test(jobs: Vec<JobView>, nodes: Vec<NodeView>) -> Snapshot {
+        Snapshot::new(jobs, nodes, QueueOrder::Arrival).expect("valid snapshot")
+    }
+
+    fn first(_: &JobView, _: &[usize], _: &Round<'_>) -> Option<usize> {
+        Some(0)
+    }
+
+    #[test]
+    fn job_that_fits_nowhere_does_not_block_the_jobs_behind_it() {
+        let mut picky = JobView::new("picky", 1);
+        picky.required_classes.insert("Exotic".into());
+        picky.priority = 10;
+        let plain = JobView::new("plain", 2);
+        let snapshot = snapshot_for_test(vec![picky, plain], vec![NodeView::new("a")]);
+
+        let plan = greedy_plan(&snapshot, first);
+        assert_eq!(
+            plan.assignments,
+            vec![Assignment {
+                job: "plain".into(),
+                node: "a".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn slots_count_probe_load_in_flight_and_this_round() {
+        let mut node = NodeView::new("a");
+        node.slot_limit = 3;
+        node.queue_running = 1;
+        node.in_flight = 1;
+        let jobs = (0..5).map(|i| JobView::new(format!("j{i}"), i)).collect();
+        let plan = greedy_plan(&snapshot_for_test(jobs, vec![node]), first);
+        assert_eq!(plan.assignments.len(), 1, "3 slots minus 2 held leaves one");
+        assert_eq!(
+            plan.assignments[0].job,
+            JobId::from("j0"),
+            "the oldest job goes first"
+        );
+    }
+
+    #[test]
+    fn out_of_range_choice_leaves_the_job_queued() {
+        let snapshot = snapshot_for_test(vec![JobView::new("j", 1)], vec![NodeView::new("a")]);
+        let plan = greedy_plan(&snapshot, |_, candidates, _| Some(candidates.len()));
+        assert!(plan.assignments.is_empty());
+    }
+
+    #[test]
+    fn round_tracks_planned_cost_and_resident_model() {
+        let mut job = JobView::new("j", 1);
+        job.cost = 500;
+        job.checkpoint = Some("xl".into());
+        let mut node = NodeView::new("a");
+        node.backlog_cost = 100;
+        let snapshot = snapshot_for_test(vec![job, JobView::new("k", 2)], vec![node]);
+        let mut seen = Vec::new();
+        greedy_plan(&snapshot, |job, candidates, round| {
+            seen.push((
+                job.id.0.clone(),
+                round.backlog_cost(candidates[0]),
+                round.resident_model(0),
+            ));
+            Some(0)
+        });
+        assert_eq!(
+            seen,
+            vec![("j".into(), 100, None), ("k".into(), 600, Some("xl"))]
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Unit tests of the expected-finish rules: estimates, node-side selection, holding, aging.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::*;
+use crate::policy::Policy;
+use crate::snapshot::QueueOrder;
+use crate::view::NodeView;
+
+fn node_for_test(name: &str, speed: f64, backlog: u64, resident: Option<&str>) -> NodeView {
+    let mut node = NodeView::new(name);
+    node.speed = Some(speed);
+    node.backlog_cost = backlog;
+    node.resident_model = resident.map(str::to_owned);
+    node.slot_limit = 4;
+    node
+}
+
+fn job_for_test(id: &str, arrival: u64, cost: u64, checkpoint: Option<&str>) -> JobView {
+    let mut job = JobView::new(id, arrival);
+    job.cost = cost;
+    job.checkpoint = checkpoint.map(str::to_owned);
+    job
+}
+
+fn deterministic() -> ExpectedFinish {
+    let config = ExpectedFinishConfig {
+        pick_among: 1,
+        ..ExpectedFinishConfig::default()
+    };
+    ExpectedFinish::new(config).expect("valid settings")
+}
+
+fn plan_for_test(
+    mut policy: ExpectedFinish,
+    jobs: Vec<JobView>,
+    nodes: Vec<NodeView>,
+    seed: u64,
+) -> Vec<String> {
+    let snapshot = Snapshot::new(jobs, nodes, QueueOrder::Arrival).expect("valid snapshot");
+    let plan = policy.plan(&snapshot, &mut StdRng::seed_from_u64(seed));
+    plan.assignments.into_iter().map(|a| a.node.0).collect()
+}
+
+#[test]
+fn a_fast_busy_gpu_beats_a_slow_idle_one() {
+    // Fast: (100 + 100) / 100 = 2 s. Slow: 100 / 10 = 10 s.
+    let nodes = vec![
+        node_for_test("fast", 100.0, 100, None),
+        node_for_test("slow", 10.0, 0, None),
+    ];
+    let jobs = vec![job_for_test("j", 1, 100, None)];
+    assert_eq!(plan_for_test(deterministic(), jobs, nodes, 0), ["fast"]);
+}
+
+#[test]
+fn model_load_penalty_sends_the_job_to_the_node_holding_its_checkpoint() {
+    // a: 1 s + 20 s load. b: 5 s, checkpoint resident.
+    let nodes = vec![
+        node_for_test("a", 100.0, 0, None),
+        node_for_test("b", 100.0, 400, Some("xl")),
+    ];
+    let jobs = vec![job_for_test("j", 1, 100, Some("xl"))];
+    assert_eq!(plan_for_test(deterministic(), jobs, nodes, 0), ["b"]);
+}
+
+#[test]
+fn does_not_evict_a_checkpoint_other_queued_jobs_still_need() {
+    // Without the thrash penalty, j would go to idle b (1 s + 20 s load) rather than busy
+    // a (11 s + 20 s); evicting sd15, which "later" still needs, costs b 30 s more.
+    let a = node_for_test("a", 100.0, 1_000, Some("old"));
+    let mut b = node_for_test("b", 100.0, 0, Some("sd15"));
+    b.classes.insert("OnlyOnB".into());
+    let mut wants_sd15 = job_for_test("later", 2, 100, Some("sd15"));
+    wants_sd15.required_classes.insert("OnlyOnB".into());
+    let nodes = vec![a, b];
+    let jobs = vec![job_for_test("j", 1, 100, Some("xl")), wants_sd15];
+    assert_eq!(plan_for_test(deterministic(), jobs, nodes, 0), ["a", "b"]);
+}
+
+#[test]
+fn near_ties_are_broken_by_the_seeded_rng() {
+    let nodes: Vec<NodeView> = (0..4)
+        .map(|i| node_for_test(&format!("n{i}"), 100.0, 0, None))
+        .collect();
+    let picks: std::collections::BTreeSet<Vec<String>> = (0..16)
+        .map(|seed| {
+            plan_for_test(
+                ExpectedFinish::default(),
+                vec![job_for_test("j", 1, 100, None)],
+                nodes.clone(),
+                seed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        picks,
+        [vec!["n0".to_owned()], vec!["n1".to_owned()]]
+            .into_iter()
+            .collect(),
+        "equal estimates: the two best (by name) must both be picked for some seed"
+    );
+}
+
+#[test]
+fn rejects_impossible_settings() {
+    for config in [
+        ExpectedFinishConfig {
+            model_load_secs: -1.0,
+            ..ExpectedFinishConfig::default()
+        },
+        ExpectedFinishConfig {
+            near_best_ratio: f64::NAN,
+            ..ExpectedFinishConfig::default()
+        },
+        ExpectedFinishConfig {
+            pick_among: 0,
+            ..ExpectedFinishConfig::default()
+        },
+    ] {
+        let err = ExpectedFinish::new(config).expect_err("setting out of range");
+        assert!(
+            err.to_string()
+                .starts_with("policy expected-finish: setting "),
+            "{err}"
+        );
+    }
+}
+
+/// Plans one round with `policy` and returns (job, node) pairs in queue order.
+fn pairs(
+    policy: &mut ExpectedFinish,
+    jobs: Vec<JobView>,
+    nodes: Vec<NodeView>,
+) -> Vec<(String, String)> {
+    let snapshot = Snapshot::new(jobs, nodes, QueueOrder::Arrival).expect("valid snapshot");
+    let plan = policy.plan(&snapshot, &mut StdRng::seed_from_u64(7));
+    plan.assignments
+        .into_iter()
+        .map(|a| (a.job.0, a.node.0))
+        .collect()
+}
+
+fn with(config: ExpectedFinishConfig) -> ExpectedFinish {
+    ExpectedFinish::new(ExpectedFinishConfig {
+        pick_among: 1,
+        ..config
+    })
+    .expect("valid settings")
+}
+
+fn one_slot(name: &str, resident: Option<&str>) -> NodeView {
+    let mut node = node_for_test(name, 100.0, 0, resident);
+    node.slot_limit = 1;
+    node
+}
+
+fn pair(job: &str, node: &str) -> (String, String) {
+    (job.to_owned(), node.to_owned())
+}
+
+#[test]
+fn a_free_node_takes_the_queued_job_that_needs_its_resident_checkpoint() {
+    let mut policy = deterministic();
+    let jobs = vec![
+        job_for_test("wants-y", 1, 100, Some("y")),
+        job_for_test("wants-x", 2, 100, Some("x")),
+    ];
+    let placed = pairs(&mut policy, jobs, vec![one_slot("a", Some("x"))]);
+    assert_eq!(placed, [pair("wants-x", "a")]);
+    assert_eq!(
+        policy.skips_of(&"wants-y".into()),
+        1,
+        "the head was overtaken once"
+    );
+    assert_eq!(policy.skips_of(&"wants-x".into()), 0);
+}
+
+#[test]
+fn without_a_matching_job_the_head_switches_the_node() {
+    let mut policy = deterministic();
+    let jobs = vec![
+        job_for_test("wants-y", 1, 100, Some("y")),
+        job_for_test("wants-z", 2, 100, Some("z")),
+    ];
+    let placed = pairs(&mut policy, jobs, vec![one_slot("a", Some("x"))]);
+    assert_eq!(placed, [pair("wants-y", "a")]);
+}
+
+#[test]
+fn node_side_selection_looks_only_within_the_window() {
+    let mut policy = with(ExpectedFinishConfig {
+        window: 2,
+        ..ExpectedFinishConfig::default()
+    });
+    let jobs = vec![
+        job_for_test("wants-y", 1, 100, Some("y")),
+        job_for_test("y2", 2, 100, Some("y")),
+        job_for_test("y3", 3, 100, Some("y")),
+        job_for_test("wants-x", 4, 100, Some("x")),
+    ];
+    let placed = pairs(&mut policy, jobs, vec![one_slot("a", Some("x"))]);
+    assert_eq!(
+        placed,
+        [pair("wants-y", "a")],
+        "wants-x is 3 places behind the head"
+    );
+}
+
+#[test]
+fn an_overtaken_job_is_placed_once_due_and_blocks_jumps_over_it() {
+    let mut policy = with(ExpectedFinishConfig {
+        max_skips: 2,
+        ..ExpectedFinishConfig::default()
+    });
+    // Each round node a (resident x) frees one slot and a new x job is queued behind y.
+    let mut winners = Vec::new();
+    for round in 0..4_u64 {
+        let jobs = vec![
+            job_for_test("old-y", 0, 100, Some("y")),
+            job_for_test(&format!("x{round}"), 10 + round, 100, Some("x")),
+        ];
+        let placed = pairs(&mut policy, jobs, vec![one_slot("a", Some("x"))]);
+        assert_eq!(placed.len(), 1, "one slot per round");
+        winners.push(placed[0].0.clone());
+        if placed[0].0 == "old-y" {
+            break;
+        }
+    }
+    assert_eq!(
+        winners,
+        ["x0", "x1", "old-y"],
+        "two overtakes, then the old job goes"
+    );
+}
+
+#[test]
+fn holds_a_job_for_a_much_faster_busy_node() {
+    // fast: (100 + 100) / 100 = 2 s but full; slow: 100 / 10 = 10 s and free.
+    let mut fast = node_for_test("fast", 100.0, 100, None);
+    fast.slot_limit = 1;
+    fast.queue_running = 1;
+    let slow = node_for_test("slow", 10.0, 0, None);
+    let mut policy = with(ExpectedFinishConfig {
+        max_skips: 2,
+        ..ExpectedFinishConfig::default()
+    });
+    let jobs = vec![job_for_test("j", 1, 100, None)];
+    let nodes = vec![fast, slow];
+    assert!(
+        pairs(&mut policy, jobs.clone(), nodes.clone()).is_empty(),
+        "held"
+    );
+    assert_eq!(policy.skips_of(&"j".into()), 1);
+    assert_eq!(
+        pairs(&mut policy, jobs, nodes),
+        [pair("j", "slow")],
+        "once due the job takes the free slow node rather than wait again"
+    );
+}
+
+#[test]
+fn a_second_node_loads_a_model_only_when_enough_jobs_wait_for_the_first() {
+    // a holds x and is busy; b is free and cold. Each x job takes 1 s, a load 5 s. Holding
+    // for a is better until three jobs already wait for it: then b's 6 s wins.
+    let mut a = node_for_test("a", 100.0, 100, Some("x"));
+    a.slot_limit = 1;
+    a.queue_running = 1;
+    let b = node_for_test("b", 100.0, 0, None);
+    let mut policy = with(ExpectedFinishConfig {
+        model_load_secs: 5.0,
+        ..ExpectedFinishConfig::default()
+    });
+    let jobs = (1..=6)
+        .map(|i| job_for_test(&format!("x{i}"), i, 100, Some("x")))
+        .collect();
+    let placed = pairs(&mut policy, jobs, vec![a, b]);
+    assert_eq!(
+        placed,
+        [pair("x4", "b"), pair("x5", "b"), pair("x6", "b")],
+        "x1..x3 wait for a; from x4 on, loading x on b pays"
+    );
+    for held in ["x1", "x2", "x3"] {
+        // Held once, then overtaken by x4, x5 and x6 on b, a node it could use.
+        assert_eq!(policy.skips_of(&held.into()), 4, "{held}");
+    }
+}
+
+#[test]
+fn settings_out_of_range_are_rejected() {
+    let err = ExpectedFinish::new(ExpectedFinishConfig {
+        hold_ratio: 1.5,
+        ..ExpectedFinishConfig::default()
+    })
+    .expect_err("ratio above 1");
+    assert!(err.to_string().contains("hold_ratio"), "{err}");
+}

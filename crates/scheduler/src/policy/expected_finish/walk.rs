@@ -1,0 +1,284 @@
+//! The queue walk of [`ExpectedFinish`]: greedy by expected finish, with node-side checkpoint
+//! selection, bounded holding and aging.
+//!
+//! The walk keeps a *head*: the first job not yet placed or passed over. For the head it
+//! scores every free candidate node; then, unless the head is due (overtaken `max_skips` times):
+//!
+//! 1. if a busy node is expected to finish it clearly sooner, the head is held (left queued,
+//!    its cost added to that node's expected backlog) and the walk moves on, unless one more
+//!    overtake would make it due;
+//! 2. if the chosen node would have to switch checkpoint and a job within the window behind
+//!    the head needs the checkpoint resident there, that job takes the slot instead and the
+//!    head is scored again against what is left;
+//! 3. otherwise the head goes to the chosen node.
+//!
+//! Every placement counts as an overtake for each earlier, still queued job that could have
+//! run on that node; a due job is never held and no job behind it may jump onto a node it can
+//! use, and a held job that becomes due sends the walk back to it, so the number of overtakes
+//! per job is bounded by `max_skips`. Eligibility, slot limits
+//! and "each job at most once" are enforced here exactly as in the shared greedy walk.
+
+use std::collections::HashMap;
+
+use rand::{Rng, RngCore};
+
+use super::ExpectedFinish;
+use crate::eligibility::can_run_now;
+use crate::plan::{Assignment, Plan, Round};
+use crate::snapshot::Snapshot;
+use crate::view::{JobView, ModelFile};
+
+/// Per-round state of the walk.
+struct Walk<'s> {
+    jobs: &'s [JobView],
+    round: Round<'s>,
+    /// Per job, the index into `lists` of the nodes that can run it now (name order).
+    list_of: Vec<usize>,
+    lists: Vec<Vec<usize>>,
+    placed: Vec<bool>,
+    /// Cost of jobs held for a busy node this round, per node.
+    held_cost: Vec<u64>,
+    /// Queued, not yet placed jobs per checkpoint.
+    demand: HashMap<&'s str, u32>,
+    /// (job index, node index) in placement order.
+    assigned: Vec<(usize, usize)>,
+    /// Earliest job that became due during the round; the walk goes back to it.
+    rewind: Option<usize>,
+}
+
+impl<'s> Walk<'s> {
+    fn new(snapshot: &'s Snapshot) -> Self {
+        let jobs = snapshot.jobs();
+        let nodes = snapshot.nodes();
+        let round = Round::new(snapshot);
+        // Jobs with equal requirements share one list, computed once.
+        type Key<'a> = (
+            &'a std::collections::BTreeMap<String, String>,
+            &'a std::collections::BTreeSet<String>,
+            &'a std::collections::BTreeSet<ModelFile>,
+            u64,
+        );
+        let mut by_key: HashMap<Key<'s>, usize> = HashMap::new();
+        let mut lists: Vec<Vec<usize>> = Vec::new();
+        let list_of = jobs
+            .iter()
+            .map(|job| {
+                let key = (
+                    &job.required_labels,
+                    &job.required_classes,
+                    &job.required_models,
+                    job.vram_need,
+                );
+                *by_key.entry(key).or_insert_with(|| {
+                    lists.push(
+                        (0..nodes.len())
+                            .filter(|&i| nodes[i].slot_limit > 0 && can_run_now(job, &nodes[i]))
+                            .collect(),
+                    );
+                    lists.len() - 1
+                })
+            })
+            .collect();
+        let mut demand: HashMap<&str, u32> = HashMap::new();
+        for checkpoint in jobs.iter().filter_map(|j| j.checkpoint.as_deref()) {
+            *demand.entry(checkpoint).or_default() += 1;
+        }
+        Self {
+            jobs,
+            round,
+            list_of,
+            lists,
+            placed: vec![false; jobs.len()],
+            held_cost: vec![0; nodes.len()],
+            demand,
+            assigned: Vec::new(),
+            rewind: None,
+        }
+    }
+
+    fn can_use(&self, job: usize, node: usize) -> bool {
+        self.lists[self.list_of[job]].binary_search(&node).is_ok()
+    }
+
+    fn slots_left(&self) -> u64 {
+        (0..self.held_cost.len())
+            .map(|i| u64::from(self.round.free_slots(i)))
+            .sum()
+    }
+
+    /// Places `job` on `node` and counts the overtake against every earlier queued job that
+    /// could have run there.
+    ///
+    /// A job that becomes due this way may have been passed by the walk (it was held), so the
+    /// walk is sent back to it: it gets the next free node it can use before anyone behind it.
+    fn place(&mut self, policy: &mut ExpectedFinish, job: usize, node: usize) {
+        let passed: Vec<usize> = (0..job)
+            .filter(|&j| !self.placed[j] && self.can_use(j, node))
+            .collect();
+        for earlier in passed {
+            let skips = policy
+                .skips
+                .entry(self.jobs[earlier].id.clone())
+                .or_default();
+            *skips += 1;
+            let due = *skips >= policy.config.max_skips;
+            if due && self.rewind.is_none_or(|r| earlier < r) {
+                self.rewind = Some(earlier);
+            }
+        }
+        self.placed[job] = true;
+        self.round.assign(node, &self.jobs[job]);
+        if let Some(n) = self.jobs[job]
+            .checkpoint
+            .as_deref()
+            .and_then(|c| self.demand.get_mut(c))
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.assigned.push((job, node));
+    }
+
+    /// Returns a queued job within the window behind `head` that needs the checkpoint resident
+    /// on `node` and may jump ahead: no due job between would lose a node it can use.
+    fn resident_match(&self, policy: &ExpectedFinish, head: usize, node: usize) -> Option<usize> {
+        let resident = self.round.resident_model(node)?;
+        let mut seen = 0;
+        for k in head + 1..self.jobs.len() {
+            if self.placed[k] {
+                continue;
+            }
+            if seen == policy.config.window {
+                return None;
+            }
+            seen += 1;
+            if !self.can_use(k, node) {
+                continue;
+            }
+            if self.jobs[k].checkpoint.as_deref() == Some(resident) {
+                return Some(k);
+            }
+            // A due job that could use this node blocks everything behind it from this node.
+            if policy.skips_of(&self.jobs[k].id) >= policy.config.max_skips {
+                return None;
+            }
+        }
+        None
+    }
+}
+
+/// Plans one round for `policy`; see the module documentation.
+pub(super) fn plan_round(
+    policy: &mut ExpectedFinish,
+    snapshot: &Snapshot,
+    rng: &mut dyn RngCore,
+) -> Plan {
+    let mut walk = Walk::new(snapshot);
+    let mut slots_left = walk.slots_left();
+    let mut free: Vec<(f64, usize)> = Vec::new();
+    let mut head = 0;
+    while head < walk.jobs.len() && slots_left > 0 {
+        if let Some(due) = walk.rewind.take() {
+            head = head.min(due);
+        }
+        if walk.placed[head] {
+            head += 1;
+            continue;
+        }
+        let job = &walk.jobs[head];
+        let eligible = &walk.lists[walk.list_of[head]];
+        free.clear();
+        free.extend(
+            eligible
+                .iter()
+                .filter(|&&i| walk.round.free_slots(i) > 0)
+                .map(|&i| {
+                    let secs =
+                        policy.estimate(job, i, &walk.round, walk.held_cost[i], &walk.demand);
+                    (secs, i)
+                }),
+        );
+        if free.is_empty() {
+            head += 1;
+            continue;
+        }
+        // Estimates are finite (validated settings, positive speeds); total_cmp keeps the order
+        // total anyway, and the node index (name order) breaks ties.
+        free.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let due = policy.skips_of(&job.id) >= policy.config.max_skips;
+
+        // Holding counts as an overtake; a job is held only while that keeps it below the aging
+        // bound, so it never becomes due behind the walk's back.
+        let may_hold = policy.skips_of(&job.id).saturating_add(1) < policy.config.max_skips;
+        if may_hold && policy.config.hold_ratio > 0.0 {
+            let busy = eligible
+                .iter()
+                .filter(|&&i| walk.round.free_slots(i) == 0)
+                .map(|&i| {
+                    let secs =
+                        policy.estimate(job, i, &walk.round, walk.held_cost[i], &walk.demand);
+                    (secs, i)
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if let Some((secs, node)) = busy
+                && secs < free[0].0 * policy.config.hold_ratio
+            {
+                *policy.skips.entry(job.id.clone()).or_default() += 1;
+                walk.held_cost[node] = walk.held_cost[node].saturating_add(job.cost);
+                head += 1;
+                continue;
+            }
+        }
+
+        let node = pick_near_best(policy, &free, rng);
+        if !due
+            && job.checkpoint.is_some()
+            && walk
+                .round
+                .resident_model(node)
+                .is_some_and(|r| Some(r) != job.checkpoint.as_deref())
+            && let Some(other) = walk.resident_match(policy, head, node)
+        {
+            walk.place(policy, other, node);
+            slots_left -= 1;
+            continue;
+        }
+        walk.place(policy, head, node);
+        slots_left -= 1;
+        head += 1;
+    }
+
+    walk.assigned.sort_unstable_by_key(|&(job, _)| job);
+    Plan {
+        assignments: walk
+            .assigned
+            .into_iter()
+            .map(|(job, node)| Assignment {
+                job: walk.jobs[job].id.clone(),
+                node: snapshot.nodes()[node].id.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Picks at random among the first `pick_among` scored candidates within `near_best_ratio` of
+/// the best. `scored` is sorted and not empty.
+fn pick_near_best(
+    policy: &ExpectedFinish,
+    scored: &[(f64, usize)],
+    rng: &mut dyn RngCore,
+) -> usize {
+    let best = scored[0].0;
+    let limit = best + best.abs() * policy.config.near_best_ratio;
+    let near = scored
+        .iter()
+        .take(policy.config.pick_among)
+        .take_while(|(secs, _)| *secs <= limit)
+        .count()
+        .max(1);
+    let pick = if near > 1 {
+        rng.random_range(0..near)
+    } else {
+        0
+    };
+    scored[pick].1
+}

@@ -1,0 +1,273 @@
+//! Many jobs on an even fleet: spread, slot limits, event order, outputs and watchers.
+//!
+//! Three identical sims and thirty short jobs, submitted at once. While they run, a sampler
+//! polls every sim's own queue (the ground truth, not the coordinator's bookkeeping) and
+//! records the most prompts any node ever held; the coordinator promises at most two per node
+//! (`slots_per_node`). Afterwards every job's event log is checked for order and shape, and
+//! outputs fetched through the coordinator are compared byte for byte with the node's `/view`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use comfyfleet_tests::{
+    JOB_TIMEOUT, TestFleet, Watched, fresh_seed, http_get, is_terminal, sd15_workflow, sim_config,
+    v1 as pb, wait_until,
+};
+
+/// Checks the contract of one finished job's event log; returns the node it succeeded on.
+fn check_event_log(job_id: &str, watched: &Watched) -> String {
+    use pb::job_event::Kind;
+    assert!(watched.gaps.is_empty(), "job {job_id}: unexpected gaps");
+    for (index, event) in watched.events.iter().enumerate() {
+        assert_eq!(
+            event.sequence,
+            index as u64 + 1,
+            "job {job_id}: sequences not 1, 2, 3...: {:?}",
+            watched.kinds()
+        );
+    }
+    let terminals = watched
+        .events
+        .iter()
+        .filter(|event| event.kind.as_ref().is_some_and(is_terminal))
+        .count();
+    assert_eq!(terminals, 1, "job {job_id}: {:?}", watched.kinds());
+    assert!(
+        watched.terminal().is_some(),
+        "job {job_id}: terminal not last"
+    );
+    let position = |name: &str| {
+        watched
+            .kinds()
+            .iter()
+            .position(|kind| *kind == name)
+            .unwrap_or_else(|| panic!("job {job_id}: no {name} in {:?}", watched.kinds()))
+    };
+    let (dispatched, started, progress, succeeded) = (
+        position("dispatched"),
+        position("started"),
+        position("progress"),
+        position("succeeded"),
+    );
+    assert!(
+        position("queued") < dispatched
+            && dispatched < started
+            && started < progress
+            && progress < succeeded,
+        "job {job_id}: out of order: {:?}",
+        watched.kinds()
+    );
+    match &watched.events[dispatched].kind {
+        Some(Kind::Dispatched(d)) => d.node.clone(),
+        _ => unreachable!("position found a dispatched event"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_jobs_spread_fairly_within_slot_limits_with_ordered_events() {
+    let names = ["gpu-a", "gpu-b", "gpu-c"];
+    let fleet =
+        Arc::new(TestFleet::start(names.iter().map(|name| sim_config(name, 0.2)).collect()).await);
+
+    // Ground truth sampler: the most prompts any sim held at once.
+    let most_held = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (fleet, most_held, stop) = (fleet.clone(), most_held.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for sim in &fleet.sims {
+                    let held = sim.snapshot().expect("sim running").queue_remaining;
+                    most_held.fetch_max(held, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(
+            fleet
+                .submit(&sd15_workflow(6, fresh_seed()))
+                .await
+                .expect("submit"),
+        );
+    }
+    let watches: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (fleet, id) = (fleet.clone(), id.clone());
+            tokio::spawn(async move { fleet.watch_to_end(&id).await })
+        })
+        .collect();
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    let mut finished = Vec::new();
+    for (id, watch) in ids.iter().zip(watches) {
+        let watched = watch.await.expect("watch task");
+        let node = check_event_log(id, &watched);
+        *per_node.entry(node.clone()).or_default() += 1;
+        finished.push((id.clone(), node, watched));
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+
+    let most = most_held.load(Ordering::Relaxed);
+    assert!(most >= 1, "the sampler never saw a prompt on a node");
+    assert!(
+        most <= 2,
+        "a node held {most} prompts at once; the slot limit is 2"
+    );
+    for name in names {
+        let done = per_node.get(name).copied().unwrap_or_default();
+        assert!(
+            (5..=15).contains(&done),
+            "node {name} ran {done} of 30 jobs: not a fair share ({per_node:?})"
+        );
+        let snapshot = fleet.sim(name).snapshot().expect("sim running");
+        assert_eq!(
+            snapshot.prompts_succeeded as usize, done,
+            "node {name}: prompt count"
+        );
+    }
+
+    // Outputs: what FetchOutput streams is exactly what the producing node serves at /view.
+    for (id, node, watched) in finished.iter().take(5) {
+        let outputs = watched.outputs();
+        assert!(!outputs.is_empty(), "job {id}: no outputs");
+        for output in outputs {
+            let (header, bytes) = fleet.fetch_output(id, output.index).await.expect("fetch");
+            assert_eq!(&header.node, node, "job {id}: bytes from the wrong node");
+            assert_eq!(
+                header.output.as_ref(),
+                Some(output),
+                "job {id}: header output"
+            );
+            let url = format!(
+                "{}/view?filename={}&subfolder={}&type={}",
+                fleet.sim(node).url(),
+                output.filename,
+                output.subfolder,
+                output.r#type
+            );
+            let (status, direct) = http_get(&url).await;
+            assert_eq!(status, 200, "GET {url}");
+            assert!(!direct.is_empty(), "GET {url}: empty");
+            assert!(
+                bytes == direct,
+                "job {id}: FetchOutput bytes differ from {url}"
+            );
+            if header.size != 0 {
+                assert_eq!(
+                    header.size as usize,
+                    bytes.len(),
+                    "job {id}: announced size"
+                );
+            }
+        }
+        let missing = fleet.fetch_output(id, outputs.len() as u32).await;
+        assert_eq!(
+            missing.expect_err("no such output").code(),
+            tonic::Code::NotFound
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_resuming_watchers_miss_nothing() {
+    let fleet = TestFleet::start(vec![sim_config("gpu-a", 0.2)]).await;
+    // 60 steps at 0.01 s: long enough to join while it runs.
+    let id = fleet
+        .submit(&sd15_workflow(60, fresh_seed()))
+        .await
+        .expect("submit");
+    fleet.wait_for_state(&id, pb::JobState::Running).await;
+
+    // A watcher that joins late: the snapshot says running, then everything from the start.
+    let late = fleet.watch_to_end(&id).await;
+    assert!(
+        matches!(
+            late.snapshot.state(),
+            pb::JobState::Running | pb::JobState::Succeeded
+        ),
+        "snapshot state {:?}",
+        late.snapshot.state()
+    );
+    check_event_log(&id, &late);
+    assert!(
+        late.snapshot.last_sequence >= 3,
+        "snapshot already saw dispatch and start"
+    );
+
+    // Resuming after every possible point yields exactly the rest, in order.
+    for after in [
+        1,
+        late.events.len() as u64 / 2,
+        late.events.len() as u64 - 1,
+    ] {
+        let resumed = fleet.watch_after(&id, after).await;
+        assert_eq!(
+            resumed.events,
+            late.events[after as usize..].to_vec(),
+            "resume after {after}"
+        );
+        assert_eq!(resumed.snapshot.state(), pb::JobState::Succeeded);
+    }
+    // Resuming after the last event of a finished job: the snapshot and nothing else.
+    let done = fleet.watch_after(&id, late.events.len() as u64).await;
+    assert!(
+        done.events.is_empty(),
+        "events after the end: {:?}",
+        done.kinds()
+    );
+
+    // A live resume: a second job, read part-way by one stream, finished by another.
+    let id = fleet
+        .submit(&sd15_workflow(60, fresh_seed()))
+        .await
+        .expect("submit");
+    let mut stream = fleet
+        .jobs()
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            after_sequence: 0,
+            include_previews: false,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(message) = stream.message().await.expect("stream") {
+        if let Some(pb::watch_job_response::Item::Event(event)) = message.item {
+            let is_progress = matches!(event.kind, Some(pb::job_event::Kind::Progress(_)));
+            seen.push(event);
+            if is_progress {
+                break;
+            }
+        }
+    }
+    drop(stream);
+    let last = seen.last().expect("some events").sequence;
+    let rest = fleet.watch_after(&id, last).await;
+    assert_eq!(
+        rest.events.first().map(|event| event.sequence),
+        Some(last + 1),
+        "the resumed stream starts right after {last}"
+    );
+    let mut whole = seen;
+    whole.extend(rest.events.clone());
+    check_event_log(
+        &id,
+        &Watched {
+            snapshot: rest.snapshot,
+            events: whole,
+            gaps: rest.gaps,
+        },
+    );
+    wait_until("nothing in flight", JOB_TIMEOUT, || async {
+        fleet.nodes().await.iter().all(|node| node.in_flight == 0)
+    })
+    .await;
+}
