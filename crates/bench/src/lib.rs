@@ -11,6 +11,8 @@
 //! - [`scenario`]: scenario files (fleet, load, faults) and the seeded traces they produce;
 //! - [`placement`]: replays one trace under each policy and collects per-job and fleet figures;
 //! - [`report`]: Markdown tables and an SVG chart of placement results;
+//! - [`scale`]: probe cost of a 1,000-node fleet and memory of a 100,000-job queue, measured
+//!   on the `comfyfleet serve` binary as a separate process;
 //! - [`targets`]: each policy's figures against the goals placement is held to;
 //! - [`harness`], [`driver`], [`probe`], [`stats`], [`workflow`]: the shared machinery.
 
@@ -21,6 +23,7 @@ pub mod overhead;
 pub mod placement;
 pub mod probe;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod stats;
 pub mod targets;

@@ -14,6 +14,7 @@ use bench::overhead::{self, OverheadOptions};
 use bench::placement;
 use bench::probe::{self, Probe};
 use bench::report;
+use bench::scale::{self, MemoryOptions, ProbeOptions, ScaleOptions};
 use bench::scenario::Scenario;
 use clap::{Parser, Subcommand};
 use scheduler::PolicyKind;
@@ -73,6 +74,44 @@ enum Command {
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
     },
+    /// Probe cost of a large fleet and memory of a deep queue, on the `comfyfleet serve`
+    /// binary as a separate process.
+    Scale {
+        /// Which part to run.
+        #[arg(long, value_enum, default_value_t = ScalePart::Both)]
+        only: ScalePart,
+        /// Emulated nodes of the probe-cost part.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// The coordinator's probe interval, in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        probe_interval: f64,
+        /// Seconds allowed for every node to come up.
+        #[arg(long, default_value_t = 180)]
+        ready_timeout: u64,
+        /// Seconds between the fleet being up and the measured window.
+        #[arg(long, default_value_t = 15)]
+        settle: u64,
+        /// Seconds of the measured window.
+        #[arg(long, default_value_t = 45)]
+        window: u64,
+        /// Jobs of the queue-memory part.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        /// Submissions in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Leave the jobs queued at the end instead of cancelling them.
+        #[arg(long)]
+        no_cancel: bool,
+        /// The `comfyfleet` binary [default: COMFYFLEET_BIN, else beside this one].
+        #[arg(long)]
+        coordinator_bin: Option<PathBuf>,
+        /// Directory for scale.json, scale.md, the generated configurations and the
+        /// coordinators' logs.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
     /// Minutes of steady load while nodes and the coordinator fail; checks no job is lost.
     Soak {
         /// Minutes of load (then a drain).
@@ -91,6 +130,17 @@ enum Command {
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
     },
+}
+
+/// The parts of `scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScalePart {
+    /// Probe cost, then queue memory.
+    Both,
+    /// Probe cost only.
+    Probe,
+    /// Queue memory only.
+    Memory,
 }
 
 fn main() -> ExitCode {
@@ -136,7 +186,7 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
     }
     match cli.command {
         None => Err(BenchError::Invalid(
-            "give a subcommand (overhead, placement) or --quick; see --help".into(),
+            "give a subcommand (overhead, placement, soak, scale) or --quick; see --help".into(),
         )),
         Some(Command::Overhead {
             rates,
@@ -162,6 +212,52 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
             if let Some(path) = json {
                 write(&path, &serde_json::to_vec_pretty(&reports)?)?;
             }
+            Ok(())
+        }
+        Some(Command::Scale {
+            only,
+            nodes,
+            probe_interval,
+            ready_timeout,
+            settle,
+            window,
+            jobs,
+            concurrency,
+            no_cancel,
+            coordinator_bin,
+            out,
+        }) => {
+            if !(probe_interval.is_finite() && probe_interval > 0.0) {
+                return Err(BenchError::Invalid(
+                    "--probe-interval must be a positive number of seconds".into(),
+                ));
+            }
+            let options = ScaleOptions {
+                binary: scale::coordinator_binary(coordinator_bin.as_deref())?,
+                work_dir: out.clone(),
+                probe: (only != ScalePart::Memory).then(|| ProbeOptions {
+                    nodes,
+                    interval: Duration::from_secs_f64(probe_interval),
+                    ready_timeout: Duration::from_secs(ready_timeout),
+                    settle: Duration::from_secs(settle),
+                    window: Duration::from_secs(window),
+                }),
+                memory: (only != ScalePart::Probe).then_some(MemoryOptions {
+                    jobs,
+                    concurrency,
+                    channels: 4,
+                    cancel: !no_cancel,
+                }),
+            };
+            let report = scale::run(&options).await?;
+            let markdown = scale::markdown(&report);
+            println!("{markdown}");
+            write(
+                &out.join("scale.json"),
+                &serde_json::to_vec_pretty(&report)?,
+            )?;
+            write(&out.join("scale.md"), markdown.as_bytes())?;
+            eprintln!("wrote {}/scale.{{json,md}}", out.display());
             Ok(())
         }
         Some(Command::Soak {
@@ -286,6 +382,22 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Overhead { ref rates, .. }) if rates == &[100.0])
         );
+    }
+
+    #[test]
+    fn scale_parses_its_parts_and_defaults_to_the_targets() {
+        let cli = Cli::try_parse_from(["comfyfleet-bench", "scale", "--only", "memory"])
+            .expect("scale parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Scale {
+                only: ScalePart::Memory,
+                nodes: 1000,
+                jobs: 100_000,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["comfyfleet-bench", "scale", "--only", "cpu"]).is_err());
     }
 
     #[test]
