@@ -39,6 +39,11 @@ pub(crate) fn observe<T>(
 /// Maps internal errors onto gRPC statuses.
 pub(crate) fn status_of(error: impl Into<ServiceError>) -> Status {
     match error.into() {
+        // A reused idempotency key is the caller's mistake, not a fault of the journal: it is
+        // refused like any other request that conflicts with what exists.
+        ServiceError::Journal(error @ JournalError::IdempotencyConflict { .. }) => {
+            Status::already_exists(error.to_string())
+        }
         ServiceError::Journal(error) => Status::internal(format!("job journal: {error}")),
         ServiceError::Manager(ManagerError::Stopped) => {
             Status::unavailable("the coordinator is shutting down")
@@ -58,4 +63,34 @@ pub(crate) enum ServiceError {
     /// The manager refused or stopped.
     #[error(transparent)]
     Manager(#[from] ManagerError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobId;
+
+    #[test]
+    fn a_reused_idempotency_key_is_a_refusal_not_an_internal_error() {
+        let error = JournalError::IdempotencyConflict {
+            tenant: "default".into(),
+            key: "k1".into(),
+            job: JobId::new(),
+        };
+        let status = status_of(error);
+        assert_eq!(status.code(), tonic::Code::AlreadyExists);
+        assert!(
+            status
+                .message()
+                .starts_with("tenant default: idempotency key \"k1\""),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn other_journal_errors_stay_internal() {
+        let status = status_of(JournalError::WriterStopped);
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
 }
