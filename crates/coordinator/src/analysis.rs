@@ -32,13 +32,109 @@ pub struct Analysed {
     pub num_nodes: usize,
 }
 
+/// Why a submitted workflow is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// The workflow's own [`WorkflowError`].
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    /// No node of the graph saves or shows anything, so ComfyUI would refuse it with
+    /// `prompt_no_outputs` ("Prompt has no outputs").
+    #[error(
+        "the workflow has no output node (prompt_no_outputs): add a node that saves or shows a \
+         result, such as SaveImage or PreviewImage"
+    )]
+    NoOutputs,
+}
+
+/// Core ComfyUI classes that are not output nodes (`output_node` false in `/object_info`),
+/// the ones ordinary graphs are made of.
+///
+/// Which classes are output nodes is only known from a node's `/object_info`, and custom
+/// classes may be outputs, so a graph is refused as having no output only when every one of
+/// its classes is listed here: such a graph surely fails on any ComfyUI node, while a graph
+/// with any other class goes on to the node, which judges it.
+const NON_OUTPUT_CLASSES: &[&str] = &[
+    "BasicGuider",
+    "BasicScheduler",
+    "CFGGuider",
+    "CLIPLoader",
+    "CLIPSetLastLayer",
+    "CLIPTextEncode",
+    "CLIPVisionEncode",
+    "CLIPVisionLoader",
+    "CheckpointLoader",
+    "CheckpointLoaderSimple",
+    "ConditioningCombine",
+    "ConditioningSetArea",
+    "ConditioningSetTimestepRange",
+    "ConditioningZeroOut",
+    "ControlNetApply",
+    "ControlNetApplyAdvanced",
+    "ControlNetLoader",
+    "DualCLIPLoader",
+    "EmptyHunyuanLatentVideo",
+    "EmptyImage",
+    "EmptyLTXVLatentVideo",
+    "EmptyLatentImage",
+    "EmptyMochiLatentVideo",
+    "EmptySD3LatentImage",
+    "FluxGuidance",
+    "ImageBatch",
+    "ImageBlur",
+    "ImageCompositeMasked",
+    "ImageCrop",
+    "ImageInvert",
+    "ImagePadForOutpaint",
+    "ImageScale",
+    "ImageScaleBy",
+    "ImageSharpen",
+    "ImageUpscaleWithModel",
+    "InpaintModelConditioning",
+    "KSampler",
+    "KSamplerAdvanced",
+    "KSamplerSelect",
+    "LatentComposite",
+    "LatentFromBatch",
+    "LatentUpscale",
+    "LatentUpscaleBy",
+    "LoadImage",
+    "LoadImageMask",
+    "LoraLoader",
+    "LoraLoaderModelOnly",
+    "ModelSamplingSD3",
+    "RandomNoise",
+    "RepeatLatentBatch",
+    "SamplerCustom",
+    "SamplerCustomAdvanced",
+    "SetLatentNoiseMask",
+    "TripleCLIPLoader",
+    "UNETLoader",
+    "UpscaleModelLoader",
+    "VAEDecode",
+    "VAEDecodeTiled",
+    "VAEEncode",
+    "VAELoader",
+    "unCLIPConditioning",
+];
+
+/// Whether a graph of these classes surely has no output node (see [`NON_OUTPUT_CLASSES`]).
+/// An empty graph has none.
+pub fn surely_has_no_output<'a>(mut classes: impl Iterator<Item = &'a str>) -> bool {
+    classes.all(|class| NON_OUTPUT_CLASSES.contains(&class))
+}
+
 /// Parses and analyses a submitted workflow.
 ///
 /// # Errors
 /// The workflow's own [`WorkflowError`]: invalid JSON with line and column, the editor format,
-/// a subgraph blueprint, a node without `class_type`, a dangling link, a cycle, ...
-pub fn analyse(bytes: &Bytes) -> Result<Analysed, WorkflowError> {
+/// a subgraph blueprint, a node without `class_type`, a dangling link, a cycle, ...; and
+/// [`AnalysisError::NoOutputs`] for a graph that surely has no output node.
+pub fn analyse(bytes: &Bytes) -> Result<Analysed, AnalysisError> {
     let (workflow, envelope) = Workflow::parse_unwrapping(bytes)?;
+    if surely_has_no_output(workflow.nodes().map(|(_, node)| node.class_type.as_str())) {
+        return Err(AnalysisError::NoOutputs);
+    }
     let forward = match envelope {
         None => bytes.clone(),
         Some(_) => Bytes::copy_from_slice(workflow.as_str().as_bytes()),
@@ -86,7 +182,8 @@ pub fn job_view(job: &Job, arrival: u64) -> JobView {
         .collect::<BTreeSet<_>>();
     view.cost = analysis.cost.max(0.0) as u64;
     view.checkpoint = main_model(analysis);
-    view.vram_need = estimate_vram(analysis);
+    view.vram_need =
+        estimate_vram(analysis).saturating_add(estimate_activations(&job.spec.workflow));
     view
 }
 
@@ -102,7 +199,8 @@ pub fn main_model(analysis: &WorkflowAnalysis) -> Option<String> {
         })
 }
 
-/// A rough VRAM need in bytes, from the families of the models a job loads.
+/// A rough VRAM need in bytes of the model weights, from the families of the models a job
+/// loads; [`job_view`] adds [`estimate_activations`].
 ///
 /// NOTE: the coordinator cannot see model file sizes (ComfyUI's `/models` lists names only),
 /// so the need is guessed from well-known family names; an unknown family counts as 0
@@ -130,6 +228,47 @@ pub fn estimate_vram(analysis: &WorkflowAnalysis) -> u64 {
     need
 }
 
+/// Bytes of activations a denoiser holds at once per pixel of the image it samples, at the
+/// least (pixels counted as width × height × batch × frames, as ComfyUI's latent nodes take
+/// them).
+///
+/// Why this is a floor and not a typical figure: the U-Net of SD1.5 and SDXL keeps three
+/// 320-channel skip maps at 1/8 of the image side through each step (15 values per pixel),
+/// doubled by classifier-free guidance and held in 16-bit floats: 60 bytes per pixel before
+/// attention or the rest of the network. Transformer denoisers hold at least a few hidden
+/// states of their width per patch (Flux: 3,072 values per 16×16 pixels, 12 per pixel each).
+/// The video models compress time as well as space; LTX-Video, the most compressed (32×32
+/// pixels × 8 frames per token, 2,048 wide), still holds about 12 bytes per pixel-frame with
+/// guidance. 8 bytes sits under all of them, so a job refused for it cannot run anywhere,
+/// while one accepted may still need more (it then fails out of memory on the node and is
+/// retried on a larger GPU). The VAE decode is left out: ComfyUI retries it tiled when it
+/// does not fit.
+const ACTIVATION_BYTES_PER_PIXEL: u64 = 8;
+
+/// A lower bound of the VRAM the sampling of a workflow needs beyond the model weights, from
+/// the largest latent one sampler works on ([`ACTIVATION_BYTES_PER_PIXEL`] per pixel).
+///
+/// Only latent sizes written in the graph count: a latent encoded from an image loaded at run
+/// time has a size the coordinator cannot see, and counts as 0. A workflow that cannot be
+/// parsed counts as 0 too (it was checked at submit).
+pub fn estimate_activations(workflow: &[u8]) -> u64 {
+    let Ok(parsed) = Workflow::parse(workflow) else {
+        return 0;
+    };
+    parsed
+        .cost()
+        .samplers
+        .iter()
+        .filter(|sampler| sampler.latent_known)
+        .map(|sampler| {
+            sampler
+                .latent_pixels
+                .saturating_mul(ACTIVATION_BYTES_PER_PIXEL)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Class type and title of each graph node of a workflow, to describe `executing` events.
 pub fn titles(workflow: &Bytes) -> Arc<HashMap<String, (String, String)>> {
     let Ok(parsed) = Workflow::parse(workflow) else {
@@ -147,4 +286,116 @@ pub fn titles(workflow: &Bytes) -> Arc<HashMap<String, (String, String)>> {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpec;
+
+    const GIB: u64 = 1 << 30;
+
+    /// The repository's SDXL example with its empty latent resized.
+    fn sdxl_portrait(width: u64, height: u64, batch: u64) -> Bytes {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/sdxl-portrait.json"
+        );
+        let mut graph: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).expect("example")).expect("JSON");
+        let latent = &mut graph["5"]["inputs"];
+        latent["width"] = width.into();
+        latent["height"] = height.into();
+        latent["batch_size"] = batch.into();
+        Bytes::from(serde_json::to_vec(&graph).expect("JSON"))
+    }
+
+    fn vram_need(workflow: Bytes) -> u64 {
+        let analysed = analyse(&workflow).expect("valid workflow");
+        let mut spec = JobSpec::new(analysed.forward, "default");
+        spec.analysis = analysed.analysis;
+        job_view(&Job::new(spec, std::time::SystemTime::now()), 0).vram_need
+    }
+
+    #[test]
+    fn the_vram_need_grows_with_latent_pixels_and_batch() {
+        let ordinary = vram_need(sdxl_portrait(1024, 1024, 1));
+        // An ordinary SDXL job is its weights plus a few MiB: it fits an 8 GiB GPU.
+        assert!((6 * GIB..7 * GIB).contains(&ordinary), "{ordinary}");
+        let batch = vram_need(sdxl_portrait(1024, 1024, 4));
+        let larger = vram_need(sdxl_portrait(2048, 2048, 4));
+        assert!(
+            ordinary < batch && batch < larger,
+            "{ordinary} {batch} {larger}"
+        );
+        assert_eq!(
+            larger - batch,
+            3 * 4 * 1024 * 1024 * ACTIVATION_BYTES_PER_PIXEL,
+            "the activations are linear in pixels × batch"
+        );
+        // 8192×8192, batch 64: far beyond any GPU made.
+        let huge = vram_need(sdxl_portrait(8192, 8192, 64));
+        assert!(huge > 32 * GIB, "{huge}");
+    }
+
+    #[test]
+    fn video_frames_count_like_batch() {
+        let graph = |length: u64| {
+            Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "1": {"class_type": "EmptyHunyuanLatentVideo",
+                          "inputs": {"width": 1280, "height": 720, "length": length, "batch_size": 1}},
+                    "2": {"class_type": "KSampler", "inputs": {"latent_image": ["1", 0], "steps": 20}}
+                }))
+                .expect("JSON"),
+            )
+        };
+        assert_eq!(
+            estimate_activations(&graph(129)),
+            129 * estimate_activations(&graph(1))
+        );
+    }
+
+    #[test]
+    fn a_graph_without_output_node_is_refused() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/sd15-landscape.json"
+        );
+        let mut graph: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).expect("example")).expect("JSON");
+        let save: Vec<String> = graph
+            .as_object()
+            .expect("object")
+            .iter()
+            .filter(|(_, node)| node["class_type"] == "SaveImage")
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(save.len(), 1);
+        let with_save = Bytes::from(serde_json::to_vec(&graph).expect("JSON"));
+        assert!(analyse(&with_save).is_ok());
+        graph.as_object_mut().expect("object").remove(&save[0]);
+        let without = Bytes::from(serde_json::to_vec(&graph).expect("JSON"));
+        let error = analyse(&without).expect_err("no output");
+        assert!(matches!(error, AnalysisError::NoOutputs), "{error}");
+        assert!(error.to_string().contains("no output node"), "{error}");
+
+        // A class the coordinator does not know may be an output: the node judges it.
+        let custom = serde_json::json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "SomeCustomSaver", "inputs": {"images": ["1", 0]}}
+        });
+        assert!(analyse(&Bytes::from(custom.to_string())).is_ok());
+    }
+
+    #[test]
+    fn a_latent_of_unknown_size_adds_nothing() {
+        let graph = serde_json::to_vec(&serde_json::json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+            "2": {"class_type": "VAEEncode", "inputs": {"pixels": ["1", 0], "vae": ["1", 1]}},
+            "3": {"class_type": "KSampler", "inputs": {"latent_image": ["2", 0], "steps": 20}}
+        }))
+        .expect("JSON");
+        assert_eq!(estimate_activations(&graph), 0);
+    }
 }

@@ -6,7 +6,7 @@ mod support;
 use comfy_sim::NodeConfig as SimConfig;
 use fleet_proto::v1 as pb;
 use pb::job_service_client::JobServiceClient;
-use serde_json::json;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 /// A workflow every simulated node can run: an image of `color`, saved.
@@ -16,6 +16,13 @@ fn image_workflow(color: u32) -> Vec<u8> {
         "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "refusals", "images": ["1", 0]}}
     }))
     .expect("JSON")
+}
+
+/// One example workflow of the repository, parsed.
+fn example(name: &str) -> Value {
+    let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_json::from_slice(&bytes).expect("example is JSON")
 }
 
 async fn client(fleet: &support::SimFleet) -> JobServiceClient<Channel> {
@@ -74,5 +81,89 @@ async fn a_reused_idempotency_key_with_another_workflow_is_already_exists() {
         ),
         "{text}"
     );
+    fleet.coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_larger_than_every_gpu_is_refused_naming_its_vram_need() {
+    let fleet =
+        support::start_sim_fleet(vec![SimConfig::named("gpu-0").with_time_scale(0.0)]).await;
+    let mut jobs = client(&fleet).await;
+
+    let mut graph = example("sdxl-portrait.json");
+    let latent = &mut graph["5"]["inputs"];
+    latent["width"] = 8192.into();
+    latent["height"] = 8192.into();
+    latent["batch_size"] = 64.into();
+    let status = jobs
+        .submit_job(request(serde_json::to_vec(&graph).expect("JSON")))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("of VRAM but the largest gpu has"),
+        "{}",
+        status.message()
+    );
+
+    // The same workflow at its own size is accepted.
+    let graph = example("sdxl-portrait.json");
+    jobs.submit_job(request(serde_json::to_vec(&graph).expect("JSON")))
+        .await
+        .expect("an ordinary SDXL job is accepted");
+    fleet.coordinator.shutdown().await;
+}
+
+/// `sd15-landscape.json` without its `SaveImage` node.
+fn landscape_without_save() -> Value {
+    let mut graph = example("sd15-landscape.json");
+    let map = graph.as_object_mut().expect("object");
+    let save: Vec<String> = map
+        .iter()
+        .filter(|(_, node)| node["class_type"] == "SaveImage")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(save.len(), 1, "the example saves one image");
+    map.remove(&save[0]);
+    graph
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_without_output_node_is_refused_at_submit() {
+    let fleet =
+        support::start_sim_fleet(vec![SimConfig::named("gpu-0").with_time_scale(0.0)]).await;
+    let mut jobs = client(&fleet).await;
+    let graph = landscape_without_save();
+
+    let status = jobs
+        .submit_job(request(serde_json::to_vec(&graph).expect("JSON")))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("no output node"),
+        "{}",
+        status.message()
+    );
+
+    // The ComfyUI-compatible API answers exactly as ComfyUI does.
+    let captured: Value = serde_json::from_slice(
+        &std::fs::read(
+            support::shared_dir().join("comfyui-captures/http_post_prompt_no_output_node.json"),
+        )
+        .expect("capture"),
+    )
+    .expect("capture is JSON");
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/prompt", fleet.coordinator.http_addr()))
+        .header("content-type", "application/json")
+        .body(json!({ "prompt": graph }).to_string())
+        .send()
+        .await
+        .expect("POST /prompt");
+    assert_eq!(response.status().as_u16(), captured["status"]);
+    let body: Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON body");
+    assert_eq!(body, captured["body"]);
     fleet.coordinator.shutdown().await;
 }

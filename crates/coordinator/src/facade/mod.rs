@@ -7,13 +7,14 @@
 //! fleet-specific rules are:
 //!
 //! - `POST /prompt` validates what the coordinator can judge (`no_prompt`, `invalid_prompt` for
-//!   a missing `class_type` or a class no node of the fleet has, non-JSON → 500 page), stores a
+//!   a missing `class_type` or a class no node of the fleet has, `prompt_no_outputs` for a graph
+//!   surely without output node, non-JSON → 500 page), stores a
 //!   fleet job (tenant `comfyui`) and answers `{prompt_id, number, node_errors}`. A client's
 //!   `prompt_id` is kept verbatim and mapped to the job in a small registry
 //!   ([`registry`]); the per-attempt prompt ids the coordinator uses on nodes stay internal.
 //!   `number` follows ComfyUI's counter (one per parsed POST, `front` negates, an explicit
-//!   number is echoed as a float). Checks only a node can make (e.g. `prompt_no_outputs`,
-//!   bad inputs) end the job as an `execution_error` instead of a 400.
+//!   number is echoed as a float). Checks only a node can make (e.g. an output node of a
+//!   custom class, bad inputs) end the job as an `execution_error` instead of a 400.
 //! - `GET /queue`: `queue_running` holds facade jobs placed on a node (dispatched or
 //!   running), `queue_pending` those waiting in the coordinator; 5-element items.
 //!   `POST /queue` `delete` / `clear` remove only facade jobs still waiting in the coordinator.

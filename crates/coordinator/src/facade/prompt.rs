@@ -98,6 +98,13 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
     if let Some(refusal) = check_classes(&facade, nodes) {
         return refusal;
     }
+    // ComfyUI looks for output nodes after checking the classes and before validating inputs.
+    let classes = nodes
+        .values()
+        .filter_map(|node| node.get("class_type").and_then(Value::as_str));
+    if analysis::surely_has_no_output(classes) {
+        return error_400("prompt_no_outputs", "Prompt has no outputs", "");
+    }
 
     // Forward the caller's graph bytes exactly as sent.
     let graph_bytes = match raw_prompt(&body) {
@@ -117,6 +124,9 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
     }
     let analysed = match analysis::analyse(&graph_bytes) {
         Ok(analysed) => analysed,
+        Err(analysis::AnalysisError::NoOutputs) => {
+            return error_400("prompt_no_outputs", "Prompt has no outputs", "");
+        }
         Err(error) => {
             return error_400(
                 "prompt_outputs_failed_validation",
