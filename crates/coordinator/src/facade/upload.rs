@@ -61,6 +61,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FacadeError + '_ {
     }
 }
 
+/// Longest file or folder name, in bytes, that common file systems hold (`NAME_MAX`).
+const MAX_NAME_BYTES: usize = 255;
+
+/// The answer to a multipart body that cannot be read: 413 with a plain-text body when it is
+/// over the size limit (as for every other route), 400 with the reason otherwise.
+fn unreadable(error: &axum::extract::multipart::MultipartError) -> Response {
+    (
+        error.status(),
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        error.body_text(),
+    )
+        .into_response()
+}
+
 /// Splits `name.ext` into (`name`, `.ext`).
 fn split_ext(name: &str) -> (&str, &str) {
     match name.rfind('.') {
@@ -99,7 +113,16 @@ impl UploadStore {
         if filename.is_empty() || filename == ".." || filename == "." {
             return Ok(None);
         }
-        tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+        // A name or folder the file system cannot hold is the caller's fault (400), not ours.
+        let too_long = |part: &str| part.len() > MAX_NAME_BYTES;
+        if too_long(filename) || subfolder.split(['/', '\\']).any(too_long) {
+            return Ok(None);
+        }
+        match tokio::fs::create_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => return Ok(None),
+            Err(e) => return Err(io(&dir)(e)),
+        }
         let mut name = filename.to_owned();
         if !overwrite {
             let (stem, ext) = split_ext(filename);
@@ -113,13 +136,18 @@ impl UploadStore {
                         n += 1;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // `name (N).ext` can outgrow the limit the original name fit in.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => return Ok(None),
                     Err(e) => return Err(io(&path)(e)),
                 }
             }
         }
         let path = dir.join(&name);
-        tokio::fs::write(&path, &bytes).await.map_err(io(&path))?;
-        Ok(Some(name))
+        match tokio::fs::write(&path, &bytes).await {
+            Ok(()) => Ok(Some(name)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// The stored uploads `workflow` loads (LoadImage-style inputs of the `input` directory).
@@ -179,12 +207,13 @@ pub(crate) async fn post_upload_image(
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+            Err(error) => return unreadable(&error),
         };
         let name = field.name().unwrap_or_default().to_owned();
         let filename = field.file_name().map(str::to_owned);
-        let Ok(data) = field.bytes().await else {
-            return StatusCode::BAD_REQUEST.into_response();
+        let data = match field.bytes().await {
+            Ok(data) => data,
+            Err(error) => return unreadable(&error),
         };
         match name.as_str() {
             "image" => match filename {
@@ -223,6 +252,13 @@ pub(crate) async fn post_upload_image(
 mod tests {
     use super::*;
 
+    async fn put_named(store: &UploadStore, name: &str, bytes: &Bytes) -> Option<String> {
+        store
+            .store("input", "", name, bytes.clone(), false)
+            .await
+            .expect("no internal error")
+    }
+
     #[tokio::test]
     async fn naming_follows_comfyui() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -260,6 +296,31 @@ mod tests {
                 .await
                 .expect("runs"),
             None
+        );
+        let long = format!("{}.png", "n".repeat(5000));
+        assert_eq!(
+            store
+                .store("input", "", &long, a.clone(), false)
+                .await
+                .expect("a name too long is refused, not an error"),
+            None
+        );
+        assert_eq!(
+            store
+                .store("input", &"s".repeat(300), "x.png", a.clone(), false)
+                .await
+                .expect("a folder name too long is refused, not an error"),
+            None
+        );
+        let longest = format!("{}.png", "m".repeat(MAX_NAME_BYTES - 4));
+        assert_eq!(
+            put_named(&store, &longest, &a).await.as_deref(),
+            Some(longest.as_str())
+        );
+        assert_eq!(
+            put_named(&store, &longest, &b).await,
+            None,
+            "its `(1)` variant does not fit the file system"
         );
 
         let workflow = Workflow::parse(r#"{"1":{"class_type":"LoadImage","inputs":{"image":"sub/x (1).png"}},"2":{"class_type":"LoadImage","inputs":{"image":"missing.png"}}}"#.as_bytes()).expect("parses");
