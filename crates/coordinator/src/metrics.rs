@@ -250,7 +250,19 @@ impl Metrics {
     }
 
     /// Sets the node's health gauges so that exactly `state` reads 1.
+    ///
+    /// Also creates the node's counters at 0 if they do not exist yet: every node gets a
+    /// health the moment it is added, and a counter that only appears with its first increment
+    /// makes `rate()` and `increase()` miss that increment and alerts on it never fire.
     pub fn set_node_health(&self, node: &str, state: &str) {
+        for counter in [
+            &self.node_probe_failures,
+            &self.node_websocket_reconnects,
+            &self.node_model_loads,
+            &self.node_dispatches,
+        ] {
+            counter.with_label_values(&[node]);
+        }
         for candidate in NODE_HEALTH_STATES {
             let value = i64::from(*candidate == state);
             self.node_health
@@ -324,6 +336,31 @@ mod tests {
         assert!(text.contains("comfyfleet_node_health{node=\"gpu-a\",state=\"up\"} 1"));
         assert!(text.contains("comfyfleet_node_health{node=\"gpu-a\",state=\"down\"} 0"));
         assert!(text.contains("comfyfleet_node_up{node=\"gpu-a\"} 1"));
+    }
+
+    #[test]
+    fn a_node_counters_exist_at_zero_once_it_has_a_health() {
+        let metrics = Metrics::new(Registry::new()).expect("fresh registry");
+        metrics.set_node_health("gpu-a", "suspect");
+        let text = metrics.render();
+        for family in [
+            "comfyfleet_node_probe_failures_total",
+            "comfyfleet_node_websocket_reconnects_total",
+            "comfyfleet_node_model_loads_total",
+            "comfyfleet_node_dispatches_total",
+        ] {
+            assert!(
+                text.contains(&format!("{family}{{node=\"gpu-a\"}} 0")),
+                "{family} missing in {text}"
+            );
+        }
+        metrics.node_dispatches.with_label_values(&["gpu-a"]).inc();
+        metrics.set_node_health("gpu-a", "up");
+        assert_eq!(
+            metrics.node_dispatches.with_label_values(&["gpu-a"]).get(),
+            1,
+            "a later health change keeps the count"
+        );
     }
 
     #[test]
