@@ -394,6 +394,11 @@ impl Config {
                 Some(slot) => {
                     *slot = typed_like(slot, &value).map_err(env_err)?;
                     applied = true;
+                    // Values kept as text (durations, addresses, URLs) are only checked when
+                    // the whole tree is read back; do it now so the error names this variable.
+                    if let Err(error) = tree.clone().try_into::<Config>() {
+                        return Err(env_err(error.message().to_owned()));
+                    }
                 }
                 None => unknown.push(name.clone()),
             }
@@ -680,5 +685,31 @@ mod duration_text {
                 "duration {text:?}: {e} (write e.g. \"1s\", \"500ms\")"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_duration_names_its_variable() {
+        let mut config = Config::default();
+        let vars = [
+            ("COMFYFLEET_PROBE_TIMEOUT".to_owned(), "3s".to_owned()),
+            ("COMFYFLEET_PROBE_INTERVAL".to_owned(), "abc".to_owned()),
+        ];
+        let error = config.apply_env(vars).expect_err("not a duration");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("environment variable COMFYFLEET_PROBE_INTERVAL: ")
+                && text.contains("abc"),
+            "{text}"
+        );
+        assert_eq!(
+            config,
+            Config::default(),
+            "a failed override changes nothing"
+        );
     }
 }
