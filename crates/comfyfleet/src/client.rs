@@ -58,7 +58,29 @@ pub async fn connect(endpoint: &str) -> Result<Channel> {
         .with_context(|| format!("bad coordinator address {endpoint:?}"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {uri}"))
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot reach the coordinator at {uri}: {}",
+                error_chain(&error)
+            )
+        })
+}
+
+/// The messages of an error and its sources joined by `: `, each said once.
+///
+/// The transport's errors repeat their source in their own message ("tcp connect error:
+/// tcp connect error: ..."), so a message that the previous one already contains is left out.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        next = error.source();
+    }
+    parts.join(": ")
 }
 
 /// Reads a workflow from a file, or from standard input for `-`.
@@ -236,6 +258,15 @@ pub async fn follow_job(
         renderer.finish();
         bail!("the coordinator closed the watch of job {job_id} before it finished");
     };
+    if num_previews == 0
+        && let Some(dir) = &follow.previews_dir
+    {
+        renderer.notice(&format!(
+            "no previews arrived, so none were saved in {} (the node sends previews only when \
+             its ComfyUI runs with a --preview-method other than none)",
+            dir.display()
+        ));
+    }
     if code == exit::OK
         && let Some(dir) = &follow.out_dir
     {
@@ -295,10 +326,7 @@ async fn fetch_output(
     tokio::fs::create_dir_all(&target_dir)
         .await
         .with_context(|| format!("cannot create {}", target_dir.display()))?;
-    let path = target_dir.join(file_name);
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let (mut file, path) = create_new_file(&target_dir, Path::new(&file_name)).await?;
     let mut written = 0u64;
     while let Some(message) = stream.message().await.context("output stream broke")? {
         if let Some(FetchItem::Chunk(chunk)) = message.item {
@@ -310,6 +338,42 @@ async fn fetch_output(
     }
     file.flush().await?;
     Ok((path, written))
+}
+
+/// Creates `dir/name`, or `dir/stem (1).ext`, `dir/stem (2).ext`, ... when that file exists:
+/// outputs of two jobs (every node numbers its own `ComfyUI_00001_.png`) never overwrite each
+/// other or anything else in the folder.
+async fn create_new_file(dir: &Path, name: &Path) -> Result<(tokio::fs::File, PathBuf)> {
+    let stem = name
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = name
+        .extension()
+        .map(|ext| format!(".{}", ext.to_string_lossy()))
+        .unwrap_or_default();
+    let mut path = dir.join(name);
+    for n in 1u32.. {
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                path = dir.join(format!("{stem} ({n}){ext}"));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot create {}", path.display()));
+            }
+        }
+    }
+    bail!(
+        "no free file name for {} in {}",
+        name.display(),
+        dir.display()
+    )
 }
 
 /// Keeps only plain path components of a node-reported subfolder (no `..`, no roots).
@@ -365,7 +429,12 @@ pub async fn list_jobs(
     let now = std::time::SystemTime::now();
     for job in &answer.jobs {
         let detail = match &job.failure {
-            Some(failure) => format!("{}: {}", class_name(failure.failure_class), failure.message),
+            // A failure message can hold a whole traceback; the table shows its first line.
+            Some(failure) => format!(
+                "{}: {}",
+                class_name(failure.failure_class),
+                failure.message.lines().next().unwrap_or_default()
+            ),
             None if job.state == JobState::Queued as i32 => queue_text(job.queue_position),
             None => format!("{} output(s)", job.outputs.len()),
         };
@@ -547,6 +616,53 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn saved_outputs_never_overwrite_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = Path::new("ComfyUI_00001_.png");
+        let mut paths = Vec::new();
+        for content in [b"first", b"other"] {
+            let (mut file, path) = create_new_file(dir.path(), name).await.expect("creates");
+            file.write_all(content).await.expect("writes");
+            file.flush().await.expect("flushes");
+            paths.push(path);
+        }
+        assert_eq!(paths[0], dir.path().join("ComfyUI_00001_.png"));
+        assert_eq!(paths[1], dir.path().join("ComfyUI_00001_ (1).png"));
+        assert_eq!(std::fs::read(&paths[0]).expect("first"), b"first");
+        assert_eq!(std::fs::read(&paths[1]).expect("second"), b"other");
+    }
+
+    #[test]
+    fn an_error_chain_says_each_message_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let error = Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error: Connection refused (os error 111)",
+                Some(Box::new(Layer(
+                    "tcp connect error",
+                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
+    }
 
     #[test]
     fn subfolders_from_nodes_cannot_escape_the_output_dir() {

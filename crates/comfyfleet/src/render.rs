@@ -236,6 +236,13 @@ impl Renderer {
         }
     }
 
+    /// Prints a one-line notice for a person (on stderr); nothing in JSON mode.
+    pub fn notice(&mut self, text: &str) {
+        if self.mode != Mode::Json {
+            self.line(format!("note: {text}"));
+        }
+    }
+
     /// Clears any progress bar; call before the process prints its last words.
     pub fn finish(&mut self) {
         self.finish_bar();
