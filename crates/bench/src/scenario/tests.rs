@@ -77,10 +77,18 @@ fn lower_bound_counts_work_and_loads() {
         .sum();
     // Two nodes at 20 units/s each, two distinct 2 GB checkpoints loading 3 s each.
     let expected = (work / 40.0 + 6.0 / 2.0) * 0.01;
-    let bound = s.lower_bound_s(&trace);
+    let bound = s.lower_bound_s(&trace, 1.0);
     assert!(
         bound >= expected - 1e-9,
         "bound {bound} < work bound {expected}"
+    );
+    // A measured service factor scales the work (and the arrival bound's last job), not the
+    // model loads.
+    let scaled = s.lower_bound_s(&trace, 2.0);
+    let expected_scaled = (2.0 * work / 40.0 + 6.0 / 2.0) * 0.01;
+    assert!(
+        scaled >= expected_scaled - 1e-9 && scaled > bound,
+        "scaled bound {scaled} vs {expected_scaled} and {bound}"
     );
 }
 

@@ -25,6 +25,9 @@
 //! no job behind it may take a node it can run on first. The counts live in the policy between
 //! rounds, so no job waits for more than `max_skips` placements that could have been its own.
 //!
+//! A node whose speed has not been learnt yet (no finished job) takes one job at a time, so a
+//! GPU that turns out to be much slower than the default guess strands at most one job.
+//!
 //! Finally, to avoid several coordinators herding onto one node when estimates are close (they
 //! are only estimates), the policy picks at random, with the caller's seeded RNG, among the best
 //! few candidates within a small ratio of the best (as in power-of-two-choices: a little

@@ -296,3 +296,28 @@ fn settings_out_of_range_are_rejected() {
     .expect_err("ratio above 1");
     assert!(err.to_string().contains("hold_ratio"), "{err}");
 }
+
+#[test]
+fn a_node_of_unknown_speed_takes_one_job_at_a_time() {
+    // Both idle, neither measured: each gets one job, the third stays queued until a speed is
+    // learnt (the shared greedy walk would fill every slot).
+    let mut a = NodeView::new("a");
+    a.slot_limit = 2;
+    let mut b = NodeView::new("b");
+    b.slot_limit = 2;
+    let jobs = (0..3)
+        .map(|i| job_for_test(&format!("j{i}"), i, 100, None))
+        .collect();
+    let placed = plan_for_test(deterministic(), jobs, vec![a.clone(), b.clone()], 0);
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    assert_ne!(placed[0], placed[1]);
+
+    // Once a node's speed is known its second slot is used.
+    a.speed = Some(100.0);
+    a.queue_running = 1;
+    a.backlog_cost = 100;
+    b.queue_running = 1;
+    b.backlog_cost = 100;
+    let jobs = vec![job_for_test("k", 9, 100, None)];
+    assert_eq!(plan_for_test(deterministic(), jobs, vec![a, b], 0), ["a"]);
+}

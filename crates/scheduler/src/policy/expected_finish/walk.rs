@@ -100,6 +100,15 @@ impl<'s> Walk<'s> {
         self.lists[self.list_of[job]].binary_search(&node).is_ok()
     }
 
+    /// A node whose speed is not learnt yet takes one job at a time: its estimate is a guess
+    /// (the default speed), and a job prefetched behind another on a node that turns out to be
+    /// several times slower than assumed waits for both. One finished job teaches the speed,
+    /// after which the node's slots are used in full. Such a node is not a free candidate, so
+    /// a job left waiting for it is not counted as overtaken.
+    fn unproven_and_busy(&self, node: usize) -> bool {
+        self.round.node(node).speed.is_none() && self.round.load(node) > 0
+    }
+
     fn slots_left(&self) -> u64 {
         (0..self.held_cost.len())
             .map(|i| u64::from(self.round.free_slots(i)))
@@ -190,7 +199,7 @@ pub(super) fn plan_round(
         free.extend(
             eligible
                 .iter()
-                .filter(|&&i| walk.round.free_slots(i) > 0)
+                .filter(|&&i| walk.round.free_slots(i) > 0 && !walk.unproven_and_busy(i))
                 .map(|&i| {
                     let secs =
                         policy.estimate(job, i, &walk.round, walk.held_cost[i], &walk.demand);
