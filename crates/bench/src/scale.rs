@@ -202,6 +202,9 @@ pub struct ScaleReport {
     pub memory: Option<MemoryReport>,
     /// The soft and hard `RLIMIT_NOFILE` of this process after raising it.
     pub nofile_limit: (u64, u64),
+    /// `COMFYFLEET_*` variables passed on to the coordinators (they override the generated
+    /// configuration).
+    pub coordinator_env: Vec<String>,
 }
 
 /// Runs the parts `options` asks for, one after the other, each on a fresh coordinator.
@@ -226,7 +229,18 @@ pub async fn run(options: &ScaleOptions) -> Result<ScaleReport, BenchError> {
         probe,
         memory,
         nofile_limit,
+        coordinator_env: coordinator_env(),
     })
+}
+
+/// The `COMFYFLEET_*` variables of this process, as `NAME=value`.
+fn coordinator_env() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("COMFYFLEET_") && name != "COMFYFLEET_BIN")
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    vars.sort();
+    vars
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit; returns (soft, hard).
@@ -798,15 +812,13 @@ impl CoordinatorProcess {
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env("COMFYFLEET_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        // The generated file is the whole configuration: no inherited override may change it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("COMFYFLEET_") && name != "COMFYFLEET_LOG" {
-                command.env_remove(name);
-            }
+        // COMFYFLEET_* variables of this process reach the coordinator on purpose (they show
+        // what a setting costs, e.g. COMFYFLEET_EVENTS_LOG_CAPACITY); the report lists them.
+        if std::env::var_os("COMFYFLEET_LOG").is_none() {
+            command.env("COMFYFLEET_LOG", "info");
         }
         let child = command.spawn().map_err(|error| {
             BenchError::Invalid(format!(
@@ -1163,6 +1175,13 @@ pub fn markdown(report: &ScaleReport) -> String {
         "RLIMIT_NOFILE of the benchmark (soft/hard): {}/{}",
         report.nofile_limit.0, report.nofile_limit.1
     );
+    if !report.coordinator_env.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCoordinator settings overridden from the environment: {}",
+            report.coordinator_env.join(" ")
+        );
+    }
     out
 }
 

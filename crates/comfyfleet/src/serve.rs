@@ -180,10 +180,55 @@ async fn start(config: Config, options: StartOptions) -> Result<Coordinator> {
     }
 }
 
+/// Descriptors the coordinator needs besides its nodes: listeners, the journal, clients.
+const BASE_DESCRIPTORS: u64 = 256;
+/// Descriptors per node: a keep-alive HTTP connection, the event WebSocket, and room for a
+/// dispatch or output read in parallel.
+const DESCRIPTORS_PER_NODE: u64 = 3;
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit and logs it.
+///
+/// The coordinator keeps at least two sockets open per node (HTTP keep-alive and the event
+/// WebSocket) plus one per client, so the soft limit many systems give a login shell (1024)
+/// stops a fleet of a few hundred nodes with "too many open files" while the hard limit,
+/// which an unprivileged process may raise its soft limit up to, is far higher. Returns the
+/// (soft, hard) limits in force afterwards, or `None` when they cannot be read or changed
+/// (then the inherited limit stays, with a warning).
+pub fn raise_open_file_limit(nodes: usize) -> Option<(u64, u64)> {
+    let (soft_before, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(error) => {
+            warn!(%error, "cannot read the open-file limit");
+            return None;
+        }
+    };
+    let soft = match rlimit::increase_nofile_limit(hard) {
+        Ok(soft) => soft,
+        Err(error) => {
+            warn!(%error, soft = soft_before, hard, "cannot raise the open-file limit");
+            soft_before
+        }
+    };
+    let needed = BASE_DESCRIPTORS + DESCRIPTORS_PER_NODE * nodes as u64;
+    if soft < needed {
+        warn!(
+            soft,
+            hard,
+            nodes,
+            needed,
+            "the open-file limit is low for this many nodes; raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        );
+    } else if soft != soft_before {
+        info!(from = soft_before, to = soft, "raised the open-file limit");
+    }
+    Some((soft, hard))
+}
+
 /// `comfyfleet serve`.
 pub async fn serve(args: ServeArgs) -> Result<u8> {
     let (config, policy, unknown) = load_config(&args)?;
     init_logging(config.log_format, &unknown);
+    raise_open_file_limit(config.nodes.len());
     if config.nodes.is_empty() && config.discovery.sources.is_empty() {
         warn!(
             "no nodes configured: jobs will be refused until nodes are added (--node NAME=URL, [[nodes]] or [[discovery.sources]])"
@@ -206,6 +251,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
 pub async fn up(args: UpArgs) -> Result<u8> {
     let (mut config, policy, unknown) = load_config(&args.serve)?;
     init_logging(config.log_format, &unknown);
+    raise_open_file_limit(config.nodes.len().max(args.num_sims));
     let mut sims = Vec::new();
     let mut simulated = Vec::new();
     if args.serve.nodes.is_empty() {

@@ -3,7 +3,10 @@
 //! Two loops run per node, each in its own task and tracing span:
 //! - the **probe loop** reads `/system_stats` and `/queue` every interval (jittered so a
 //!   hundred nodes are not probed in lockstep), learns the node's classes and model files, and
-//!   moves the node between up, suspect and down, logging each change once;
+//!   moves the node between up, suspect and down, logging each change once. It wakes the job
+//!   manager only when a probe changed something placement reads (health, VRAM, queue depth,
+//!   which of our prompts the node lists): a thousand idle nodes probed every second would
+//!   otherwise cost a thousand placement wake-ups a second that can decide nothing new;
 //! - the **event loop** keeps one WebSocket open with the coordinator's client id for the node,
 //!   maps each event to our job by prompt id and appends it to that job's event log. It never
 //!   waits for a watcher: appending to a log is a short, non-blocking operation.
@@ -136,22 +139,45 @@ pub fn spawn(node: Arc<Node>, context: ActorContext) -> Vec<tokio::task::JoinHan
     vec![probe, events]
 }
 
+/// The node's own metric series, looked up once per actor instead of by name on every probe.
+struct NodeSeries {
+    probe_duration: prometheus::Histogram,
+    probe_failures: prometheus::IntCounter,
+    vram_total: prometheus::IntGauge,
+    vram_free: prometheus::IntGauge,
+    queue_running: prometheus::IntGauge,
+    queue_pending: prometheus::IntGauge,
+    in_flight: prometheus::IntGauge,
+}
+
+impl NodeSeries {
+    fn new(node: &Node, metrics: &Metrics) -> Self {
+        let name = [node.spec.name.as_str()];
+        Self {
+            probe_duration: metrics.node_probe_duration.with_label_values(&name),
+            probe_failures: metrics.node_probe_failures.with_label_values(&name),
+            vram_total: metrics.node_vram_total.with_label_values(&name),
+            vram_free: metrics.node_vram_free.with_label_values(&name),
+            queue_running: metrics.node_queue_running.with_label_values(&name),
+            queue_pending: metrics.node_queue_pending.with_label_values(&name),
+            in_flight: metrics.node_in_flight.with_label_values(&name),
+        }
+    }
+}
+
 async fn probe_loop(node: Arc<Node>, context: ActorContext) {
     let mut shutdown_rx = context.shutdown_rx.clone();
     let settings = &context.settings;
+    let series = NodeSeries::new(&node, &context.metrics);
     let mut inventory_read_at: Option<Instant> = None;
     loop {
         let started = Instant::now();
         let result = tokio::time::timeout(settings.probe_timeout, probe_once(&node)).await;
         let elapsed = started.elapsed();
-        context
-            .metrics
-            .node_probe_duration
-            .with_label_values(&[&node.spec.name])
-            .observe(elapsed.as_secs_f64());
+        series.probe_duration.observe(elapsed.as_secs_f64());
         match result {
-            Ok(Ok(())) => {
-                mark_probe_ok(&node, &context);
+            Ok(Ok(changed)) => {
+                mark_probe_ok(&node, &context, &series, changed);
                 let stale =
                     inventory_read_at.is_none_or(|at| at.elapsed() > settings.inventory_refresh);
                 if stale {
@@ -164,10 +190,11 @@ async fn probe_loop(node: Arc<Node>, context: ActorContext) {
                     }
                 }
             }
-            Ok(Err(error)) => mark_probe_failed(&node, &context, error.to_string()),
+            Ok(Err(error)) => mark_probe_failed(&node, &context, &series, error.to_string()),
             Err(_) => mark_probe_failed(
                 &node,
                 &context,
+                &series,
                 format!("probe timed out after {:?}", settings.probe_timeout),
             ),
         }
@@ -185,28 +212,64 @@ async fn probe_loop(node: Arc<Node>, context: ActorContext) {
     }
 }
 
-/// One probe round: `/system_stats` then `/queue`.
-async fn probe_once(node: &Node) -> Result<(), comfy_api::Error> {
+/// What a probe can change among the things placement reads (see [`Node::view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProbedInputs {
+    cpu_only: bool,
+    vram_total: u64,
+    vram_free: u64,
+    queue_running: u32,
+    queue_pending: u32,
+    /// Our prompts the node has not listed yet (they count as in flight).
+    unseen: u32,
+}
+
+impl ProbedInputs {
+    fn read(node: &Node) -> Self {
+        // The prompt table and the status are locked one after the other, never together.
+        let unseen = node.prompts.summary().unseen;
+        let status = node.status();
+        Self {
+            cpu_only: status.cpu_only,
+            vram_total: status.vram_total,
+            vram_free: status.vram_free,
+            queue_running: status.queue_running,
+            queue_pending: status.queue_pending,
+            unseen,
+        }
+    }
+}
+
+/// One probe round: `/system_stats` then `/queue`. Returns whether it changed anything
+/// placement reads.
+async fn probe_once(node: &Node) -> Result<bool, comfy_api::Error> {
     let stats = node.client.system_stats().await?;
     let queue = node.client.queue().await?;
+    let before = ProbedInputs::read(node);
     let listed: HashSet<String> = queue
         .running
         .iter()
         .chain(queue.pending.iter())
         .map(|item| item.prompt_id.clone())
         .collect();
-    node.prompts.mark_seen(&listed);
-
-    let mut status = node.status();
-    if let Some(device) = stats.devices.first() {
-        status.gpu_name = device.name.clone();
-        status.cpu_only = device.device_type == "cpu";
-        status.vram_total = device.vram_total;
-        status.vram_free = device.vram_free;
+    if !listed.is_empty() {
+        node.prompts.mark_seen(&listed);
     }
-    status.queue_running = u32::try_from(queue.running.len()).unwrap_or(u32::MAX);
-    status.queue_pending = u32::try_from(queue.pending.len()).unwrap_or(u32::MAX);
-    Ok(())
+
+    {
+        let mut status = node.status();
+        if let Some(device) = stats.devices.first() {
+            if status.gpu_name != device.name {
+                status.gpu_name = device.name.clone();
+            }
+            status.cpu_only = device.device_type == "cpu";
+            status.vram_total = device.vram_total;
+            status.vram_free = device.vram_free;
+        }
+        status.queue_running = u32::try_from(queue.running.len()).unwrap_or(u32::MAX);
+        status.queue_pending = u32::try_from(queue.pending.len()).unwrap_or(u32::MAX);
+    }
+    Ok(ProbedInputs::read(node) != before)
 }
 
 /// Reads the node's classes and model files.
@@ -234,35 +297,36 @@ async fn read_inventory(node: &Node) -> Result<(), comfy_api::Error> {
     Ok(())
 }
 
-fn mark_probe_ok(node: &Node, context: &ActorContext) {
-    let changed = {
+/// Records a good probe; wakes the manager when the node just came up or `changed` (the
+/// probe changed something placement reads).
+fn mark_probe_ok(node: &Node, context: &ActorContext, series: &NodeSeries, changed: bool) {
+    let (health_changed, came_up) = {
         let mut status = node.status();
         let was = status.operator_health();
+        let came_up = status.health != Health::Up;
         status.health = Health::Up;
         status.consecutive_failures = 0;
         status.failing_since = None;
         status.last_probe_ok = Some(Instant::now());
         status.last_error = None;
         let now = status.operator_health();
-        record_gauges(node, &status, context);
-        (was != now).then_some((was, now))
+        record_gauges(node, &status, context, series);
+        ((was != now).then_some((was, now)), came_up)
     };
-    if let Some((was, now)) = changed {
+    if let Some((was, now)) = health_changed {
         info!(
             from = was.as_str(),
             to = now.as_str(),
             "node health changed"
         );
     }
-    let _ = context.signals_tx.send(Signal::Wake);
+    if changed || came_up {
+        let _ = context.signals_tx.send(Signal::Wake);
+    }
 }
 
-fn mark_probe_failed(node: &Node, context: &ActorContext, error: String) {
-    context
-        .metrics
-        .node_probe_failures
-        .with_label_values(&[&node.spec.name])
-        .inc();
+fn mark_probe_failed(node: &Node, context: &ActorContext, series: &NodeSeries, error: String) {
+    series.probe_failures.inc();
     let (changed, lost) = {
         let mut status = node.status();
         let was = status.operator_health();
@@ -279,7 +343,7 @@ fn mark_probe_failed(node: &Node, context: &ActorContext, error: String) {
         }
         status.last_error = Some(error.clone());
         let now = status.operator_health();
-        record_gauges(node, &status, context);
+        record_gauges(node, &status, context, series);
         ((was != now).then_some((was, now)), lost)
     };
     if let Some((was, now)) = changed {
@@ -294,30 +358,20 @@ fn mark_probe_failed(node: &Node, context: &ActorContext, error: String) {
     }
 }
 
-fn record_gauges(node: &Node, status: &super::NodeStatus, context: &ActorContext) {
-    let name = [node.spec.name.as_str()];
-    let metrics = &context.metrics;
-    metrics.set_node_health(&node.spec.name, status.operator_health().as_str());
-    metrics
-        .node_vram_total
-        .with_label_values(&name)
-        .set(clamp(status.vram_total));
-    metrics
-        .node_vram_free
-        .with_label_values(&name)
-        .set(clamp(status.vram_free));
-    metrics
-        .node_queue_running
-        .with_label_values(&name)
-        .set(i64::from(status.queue_running));
-    metrics
-        .node_queue_pending
-        .with_label_values(&name)
-        .set(i64::from(status.queue_pending));
-    metrics
-        .node_in_flight
-        .with_label_values(&name)
-        .set(node.prompts.len() as i64);
+fn record_gauges(
+    node: &Node,
+    status: &super::NodeStatus,
+    context: &ActorContext,
+    series: &NodeSeries,
+) {
+    context
+        .metrics
+        .set_node_health(&node.spec.name, status.operator_health().as_str());
+    series.vram_total.set(clamp(status.vram_total));
+    series.vram_free.set(clamp(status.vram_free));
+    series.queue_running.set(i64::from(status.queue_running));
+    series.queue_pending.set(i64::from(status.queue_pending));
+    series.in_flight.set(node.prompts.len() as i64);
 }
 
 fn clamp(value: u64) -> i64 {
