@@ -139,7 +139,17 @@ pub async fn run(options: &OverheadOptions, probe: &Probe) -> Result<OverheadRep
         ));
     }
     let harness_options = HarnessOptions::default();
-    let mut harness = Harness::start(zero_work_fleet(options.nodes), &harness_options).await?;
+    // The emulated nodes write every output image to disk as ComfyUI does. On an ordinary
+    // disk that file creation cost more than the coordinator's own work, so their files go
+    // to a memory file system when there is one; the coordinator's journal stays on disk.
+    let sim_files = sim_files_dir();
+    let mut fleet = zero_work_fleet(options.nodes);
+    if let Some(dir) = &sim_files {
+        for node in &mut fleet {
+            node.data_dir = Some(dir.path().join(&node.name));
+        }
+    }
+    let mut harness = Harness::start(fleet, &harness_options).await?;
     harness
         .wait_ready(Duration::from_secs(20), harness_options.probe_interval)
         .await?;
@@ -168,6 +178,7 @@ pub async fn run(options: &OverheadOptions, probe: &Probe) -> Result<OverheadRep
     // watchers saw is already in the probe.
     let observed = probe.drain();
     harness.shutdown().await;
+    drop(sim_files);
 
     let mut report = measure(&traces, &observed);
     report.rate_offered = options.rate;
@@ -182,6 +193,19 @@ pub async fn run(options: &OverheadOptions, probe: &Probe) -> Result<OverheadRep
         };
     }
     Ok(report)
+}
+
+/// A fresh folder on `/dev/shm` (a memory file system on Linux) for the emulated nodes'
+/// files, removed when dropped; `None` where there is none.
+fn sim_files_dir() -> Option<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return None;
+    }
+    tempfile::Builder::new()
+        .prefix("comfyfleet-bench-sim-")
+        .tempdir_in(shm)
+        .ok()
 }
 
 /// Computes the figures from the traces and the node-side stamps.

@@ -309,6 +309,16 @@ impl Live {
 
 type QueueKey = (Reverse<i32>, u64, JobId);
 
+/// The least time between two placement rounds that look at the nodes.
+///
+/// A round copies every node's view (its whole class and model inventory) and hands the head
+/// of the queue to the policy, so its cost grows with the fleet. Under load the manager wakes
+/// for nearly every message (a submission, a finished write, a node's status broadcast), and
+/// one round per wake made placement most of the coordinator's work. Rounds owed within this
+/// gap are merged into one that runs when it has passed; an idle manager still places a new
+/// job at once, since its last round is older than the gap.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(1);
+
 /// The manager task's state (see the module docs).
 pub struct Manager {
     store: Arc<dyn JobStore>,
@@ -395,16 +405,37 @@ impl Manager {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        while let Some(msg) = rx.recv().await {
+        // When the last round that built node views ran (see `MIN_ROUND_GAP`).
+        let mut last_round: Option<Instant> = None;
+        loop {
+            if self.dirty {
+                let now = Instant::now();
+                if last_round.is_none_or(|at| now >= at + MIN_ROUND_GAP) {
+                    self.dirty = false;
+                    if self.place() {
+                        last_round = Some(now);
+                    }
+                }
+            }
+            let msg = match last_round {
+                // A round is owed but the last one was too recent: wait for the gap to pass
+                // while still taking messages, which the owed round will then include.
+                Some(at) if self.dirty => {
+                    tokio::select! {
+                        msg = rx.recv() => msg,
+                        () = tokio::time::sleep_until((at + MIN_ROUND_GAP).into()) => continue,
+                    }
+                }
+                _ => rx.recv().await,
+            };
+            let Some(msg) = msg else {
+                break;
+            };
             self.handle(msg);
             // Drain what else is waiting before planning, so a burst of submissions or
             // probe results costs one placement round, not one each.
             while let Ok(msg) = rx.try_recv() {
                 self.handle(msg);
-            }
-            if self.dirty {
-                self.dirty = false;
-                self.place();
             }
         }
     }

@@ -38,16 +38,22 @@ impl Manager {
         (self.queue.len() - at_or_after) as u64
     }
 
-    /// One placement round: asks the policy for assignments and dispatches them.
-    pub(super) fn place(&mut self) {
+    /// One placement round: asks the policy for assignments and dispatches them. Returns
+    /// whether it looked at the nodes (false when the queue was empty or no slot was free).
+    pub(super) fn place(&mut self) -> bool {
         if self.queue.is_empty() {
-            return;
+            return false;
         }
-        let nodes: Vec<_> = self.fleet.nodes().iter().map(|node| node.view()).collect();
-        let free_slots: usize = nodes.iter().map(|node| node.free_slots() as usize).sum();
+        let fleet = self.fleet.nodes();
+        // A full view copies each node's class and model inventory (hundreds of names), and
+        // rounds run on almost every wake of a busy manager; most of them find every slot
+        // taken. Counting free slots first, from the few numbers they depend on, skips those
+        // rounds without building a single view.
+        let free_slots: usize = fleet.iter().map(|node| free_slots(node) as usize).sum();
         if free_slots == 0 {
-            return;
+            return false;
         }
+        let nodes: Vec<_> = fleet.iter().map(|node| node.view()).collect();
         let window = self.settings.round_window.max(free_slots * 8);
         let jobs: Vec<JobView> = self
             .queue
@@ -59,7 +65,7 @@ impl Manager {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 warn!(%error, "placement snapshot refused; skipping this round");
-                return;
+                return true;
             }
         };
         let plan = self.policy.plan(&snapshot, &mut self.rng);
@@ -69,6 +75,7 @@ impl Manager {
             };
             self.dispatch(JobId::from_uuid(uuid), &assignment.node.0);
         }
+        true
     }
 
     /// Takes a queued job off the queue and sends it to `node_name`.
@@ -162,5 +169,69 @@ impl Manager {
                 },
             },
         );
+    }
+}
+
+/// The free slots of `node`, as [`scheduler::NodeView::free_slots`] of [`crate::fleet::Node::view`]
+/// would count them, without copying the node's inventory.
+pub(super) fn free_slots(node: &crate::fleet::Node) -> u32 {
+    let unseen = node.prompts.summary().unseen;
+    let status = node.status();
+    let load = status
+        .queue_running
+        .saturating_add(status.queue_pending)
+        .saturating_add(unseen);
+    node.slot_limit.saturating_sub(load)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use comfy_api::{ClientConfig, NodeClient};
+
+    use super::*;
+    use crate::fleet::{Node, NodeSpec};
+
+    fn prompt(job: JobId) -> OurPrompt {
+        OurPrompt {
+            job,
+            attempt: 1,
+            cost: 1,
+            titles: Arc::default(),
+            dispatched_at: Instant::now(),
+            seen: false,
+            started: false,
+            started_at: None,
+            last_event: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn free_slots_count_as_the_full_view_does() {
+        let spec = NodeSpec {
+            name: "gpu-0".into(),
+            url: "http://127.0.0.1:9".into(),
+            labels: Default::default(),
+            simulated: true,
+        };
+        let client = NodeClient::new("gpu-0", "http://127.0.0.1:9", ClientConfig::default())
+            .expect("client");
+        let node = Node::new(spec, client, "test".into(), 3);
+        let check = |node: &Node| {
+            assert_eq!(free_slots(node), node.view().free_slots(), "{:?}", node.view());
+            free_slots(node)
+        };
+        assert_eq!(check(&node), 3, "an empty node has every slot");
+        node.prompts.insert("a".into(), prompt(JobId::new()));
+        node.prompts.insert("b".into(), prompt(JobId::new()));
+        assert_eq!(check(&node), 1, "unseen prompts hold slots");
+        // Once the node lists a prompt, it counts through the node's queue instead.
+        node.prompts.mark_seen(&HashSet::from(["a".to_owned()]));
+        assert_eq!(check(&node), 2);
+        node.status().queue_running = 1;
+        assert_eq!(check(&node), 1);
+        node.status().queue_pending = 5;
+        assert_eq!(check(&node), 0, "a node with foreign work has no slot left");
     }
 }

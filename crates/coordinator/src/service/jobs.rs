@@ -67,6 +67,82 @@ pub struct JobApi {
     manager: ManagerHandle,
     metrics: Metrics,
     limits: SubmitLimits,
+    inventory: Arc<InventoryViews>,
+}
+
+/// How long [`InventoryViews`] reuses node views whose inventory looks unchanged.
+const INVENTORY_VIEWS_TTL: Duration = Duration::from_secs(1);
+
+/// Node views for the feasibility check at submit, reused across submissions.
+///
+/// Reading a node's view copies its whole class and model inventory; doing that for every
+/// node on every submission was a large share of the coordinator's work under load. Whether a
+/// job could ever run depends only on what the nodes have installed, their labels and VRAM,
+/// which change rarely, so the views are kept while the member list and each node's inventory
+/// sizes stay the same, for at most [`INVENTORY_VIEWS_TTL`]. Refusals are confirmed on fresh
+/// views, so staleness can only let through a job that placement later finds infeasible (the
+/// job then fails as such, as when a node loses a model after a job was accepted).
+#[derive(Default)]
+struct InventoryViews {
+    cached: std::sync::Mutex<Option<CachedViews>>,
+}
+
+struct CachedViews {
+    read_at: Instant,
+    /// Holds the nodes alive, so no other node can reuse an address in `fingerprint`.
+    _members: crate::fleet::FleetSnapshot,
+    fingerprint: Vec<InventoryPrint>,
+    views: Arc<Vec<scheduler::NodeView>>,
+}
+
+/// What the feasibility check reads of one node, reduced to sizes; compared without copying.
+#[derive(PartialEq)]
+struct InventoryPrint {
+    /// The node's address: the same node, not just one of the same name.
+    node: usize,
+    classes: Option<usize>,
+    model_folders: usize,
+    model_files: usize,
+    vram_total: u64,
+    cpu_only: bool,
+}
+
+impl InventoryViews {
+    fn views(&self, fleet: &Fleet) -> Arc<Vec<scheduler::NodeView>> {
+        let nodes = fleet.nodes();
+        let fingerprint: Vec<InventoryPrint> = nodes
+            .iter()
+            .map(|node| {
+                let status = node.status();
+                InventoryPrint {
+                    node: Arc::as_ptr(node) as usize,
+                    classes: status.classes.as_ref().map(|classes| classes.len()),
+                    model_folders: status.models.len(),
+                    model_files: status.models.values().map(|files| files.len()).sum(),
+                    vram_total: status.vram_total,
+                    cpu_only: status.cpu_only,
+                }
+            })
+            .collect();
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(entry) = cached.as_ref()
+            && entry.fingerprint == fingerprint
+            && entry.read_at.elapsed() < INVENTORY_VIEWS_TTL
+        {
+            return Arc::clone(&entry.views);
+        }
+        let views = Arc::new(nodes.iter().map(|node| node.view()).collect::<Vec<_>>());
+        *cached = Some(CachedViews {
+            read_at: Instant::now(),
+            _members: nodes.clone(),
+            fingerprint,
+            views: Arc::clone(&views),
+        });
+        views
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -88,6 +164,7 @@ impl JobApi {
             manager,
             metrics,
             limits,
+            inventory: Arc::default(),
         }
     }
 
@@ -206,8 +283,19 @@ impl JobApi {
         // forever; one that only nodes now down could run waits for them.
         let probe_job = Job::new(spec.clone(), SystemTime::now());
         let view = analysis::job_view(&probe_job, 0);
-        let nodes: Vec<_> = self.fleet.nodes().iter().map(|node| node.view()).collect();
-        if let scheduler::Feasibility::Infeasible(why) = scheduler::feasibility(&view, &nodes) {
+        let cached = self.inventory.views(&self.fleet);
+        let infeasible = match scheduler::feasibility(&view, &cached) {
+            // Only a refusal must be exact: confirm it on views read now.
+            scheduler::Feasibility::Infeasible(_) => {
+                let nodes: Vec<_> = self.fleet.nodes().iter().map(|node| node.view()).collect();
+                match scheduler::feasibility(&view, &nodes) {
+                    scheduler::Feasibility::Infeasible(why) => Some(why),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(why) = infeasible {
             let message = why
                 .to_string()
                 .replacen(&format!("job {}: ", probe_job.id), "", 1);
