@@ -87,7 +87,9 @@ impl EventLog {
             capacity,
             max_watchers,
             state: Mutex::new(LogState {
-                events: VecDeque::with_capacity(capacity.min(64)),
+                // Start empty: a queued job holds one or two events for as long as it waits,
+                // and a deep queue (100,000 jobs) would otherwise pay for room it never uses.
+                events: VecDeque::new(),
                 last_sequence: 0,
                 preview: None,
                 closed_at: None,
