@@ -102,7 +102,7 @@ pub fn permanent_reasons(job: &JobView, node: &NodeView) -> Vec<Ineligibility> {
             });
         }
     }
-    // A node whose inventory is unknown might have anything: only labels and size count.
+    // A node whose inventory is unknown might have anything: only labels count.
     if node.inventory_known {
         reasons.extend(
             job.required_classes
@@ -117,7 +117,7 @@ pub fn permanent_reasons(job: &JobView, node: &NodeView) -> Vec<Ineligibility> {
                 .map(|model| Ineligibility::MissingModel(model.clone())),
         );
     }
-    if job.vram_need > node.vram_total {
+    if !size_unknown(node) && job.vram_need > node.vram_total {
         reasons.push(Ineligibility::GpuTooSmall {
             need: job.vram_need,
             total: node.vram_total,
@@ -147,13 +147,20 @@ pub fn is_available(node: &NodeView) -> bool {
     node.health == Health::Up && !node.draining && node.inventory_known
 }
 
+/// Returns whether the node's GPU size is not known yet: nothing has been learnt from it (no
+/// inventory, no VRAM figure), as before its first probe answers. Such a node might have any
+/// GPU, so its size refuses nothing; it takes no job until its inventory is known anyway.
+pub fn size_unknown(node: &NodeView) -> bool {
+    !node.inventory_known && node.vram_total == 0
+}
+
 /// Returns whether `node` could ever run `job`, ignoring availability.
 pub fn could_ever_run(job: &JobView, node: &NodeView) -> bool {
     // Same rules as `permanent_reasons`, without allocating.
     job.required_labels
         .iter()
         .all(|(key, wanted)| node.labels.get(key) == Some(wanted))
-        && job.vram_need <= node.vram_total
+        && (size_unknown(node) || job.vram_need <= node.vram_total)
         && (!node.inventory_known
             || (job
                 .required_classes
@@ -276,5 +283,9 @@ mod tests {
             !could_ever_run(&job, &node),
             "gpu size is known from system stats"
         );
+        // Before the first probe answers nothing is known, size included.
+        node.vram_total = 0;
+        assert!(could_ever_run(&job, &node));
+        assert!(permanent_reasons(&job, &node).is_empty());
     }
 }

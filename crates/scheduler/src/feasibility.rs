@@ -143,8 +143,11 @@ fn explain(job: &JobView, nodes: &[NodeView]) -> Infeasibility {
         .filter(|m| !nodes.iter().any(|n| !n.inventory_known || n.has_model(m)))
         .cloned()
         .collect();
+    // A node not probed yet might have any GPU.
     let largest = nodes.iter().map(|n| n.vram_total).max().unwrap_or(0);
-    let vram_short = (job.vram_need > largest).then_some((job.vram_need, largest));
+    let vram_short = (job.vram_need > largest
+        && !nodes.iter().any(crate::eligibility::size_unknown))
+    .then_some((job.vram_need, largest));
 
     // Fewest reasons wins; the name breaks ties so the message is stable.
     let closest = nodes

@@ -219,7 +219,12 @@ mod tests {
             .expect("client");
         let node = Node::new(spec, client, "test".into(), 3);
         let check = |node: &Node| {
-            assert_eq!(free_slots(node), node.view().free_slots(), "{:?}", node.view());
+            assert_eq!(
+                free_slots(node),
+                node.view().free_slots(),
+                "{:?}",
+                node.view()
+            );
             free_slots(node)
         };
         assert_eq!(check(&node), 3, "an empty node has every slot");
