@@ -29,10 +29,9 @@ impl FleetApi {
     }
 
     fn set_draining(&self, name: &str, draining: bool) -> Result<pb::Node, Status> {
-        let node = self
-            .fleet
-            .get(name)
-            .ok_or_else(|| Status::not_found(format!("node {name:?} is not in the fleet")))?;
+        let node = self.fleet.get(name).ok_or_else(|| {
+            Status::not_found(format!("node {:?} is not in the fleet", super::echo(name)))
+        })?;
         let health = {
             let mut status = node.status();
             if status.leaving && !draining {

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use super::{convert, status_of};
+use super::{MESSAGE_CHARS, clip, convert, echo, status_of};
 use crate::analysis;
 use crate::events::{EventHub, WatchFrom, WatchItem};
 use crate::fleet::Fleet;
@@ -244,8 +244,13 @@ impl JobApi {
         }
 
         let bytes = Bytes::from(request.workflow);
-        let analysed = analysis::analyse(&bytes)
-            .map_err(|error| Status::invalid_argument(format!("workflow refused: {error}")))?;
+        // The analysis names the workflow's node ids, which are the caller's and may be long.
+        let analysed = analysis::analyse(&bytes).map_err(|error| {
+            Status::invalid_argument(format!(
+                "workflow refused: {}",
+                clip(&error.to_string(), MESSAGE_CHARS)
+            ))
+        })?;
         if analysed.num_nodes > self.limits.max_nodes {
             return Err(Status::invalid_argument(format!(
                 "workflow has {} nodes; the limit is {}",
@@ -296,10 +301,11 @@ impl JobApi {
             _ => None,
         };
         if let Some(why) = infeasible {
+            // It names the classes, models and labels the workflow asked for.
             let message = why
                 .to_string()
                 .replacen(&format!("job {}: ", probe_job.id), "", 1);
-            return Err(Status::failed_precondition(message));
+            return Err(Status::failed_precondition(clip(&message, MESSAGE_CHARS)));
         }
         Ok(spec)
     }
@@ -320,23 +326,29 @@ impl JobApi {
     }
 }
 
+/// Refuses a name, key or label over [`MAX_NAME_BYTES`] or with control characters, naming
+/// `what` and the start of the value.
 fn check_name(what: &str, value: &str) -> Result<(), Status> {
     if value.len() > MAX_NAME_BYTES {
         return Err(Status::invalid_argument(format!(
-            "{what} is longer than {MAX_NAME_BYTES} bytes"
+            "{what} {:?} is {} bytes; the limit is {MAX_NAME_BYTES} bytes",
+            echo(value),
+            value.len()
         )));
     }
     if value.chars().any(char::is_control) {
         return Err(Status::invalid_argument(format!(
-            "{what} contains control characters"
+            "{what} {:?} contains control characters",
+            echo(value)
         )));
     }
     Ok(())
 }
 
 fn parse_job_id(text: &str) -> Result<JobId, Status> {
-    text.parse::<JobId>()
-        .map_err(|_| Status::invalid_argument(format!("job_id {text:?} is not a job id (a UUID)")))
+    text.parse::<JobId>().map_err(|_| {
+        Status::invalid_argument(format!("job_id {:?} is not a job id (a UUID)", echo(text)))
+    })
 }
 
 #[tonic::async_trait]
@@ -489,8 +501,11 @@ impl JobService for JobApi {
                 with_workflow: false,
             };
             let page = self.store.list(query).await.map_err(|error| match error {
-                crate::journal::JournalError::BadPageToken(_) => {
-                    Status::invalid_argument(error.to_string())
+                crate::journal::JournalError::BadPageToken(token) => {
+                    Status::invalid_argument(format!(
+                        "page_token {:?} was not issued for this listing",
+                        echo(&token)
+                    ))
                 }
                 other => status_of(other),
             })?;
@@ -598,7 +613,8 @@ impl JobApi {
                 .ok_or_else(|| {
                     Status::not_found(format!(
                         "job {id} has no output {:?} from node {:?}",
-                        name.filename, name.node_id
+                        echo(&name.filename),
+                        echo(&name.node_id)
                     ))
                 })?,
             None => 0,
