@@ -35,7 +35,7 @@ pub struct Metrics {
     pub jobs_submitted: IntCounter,
     /// Jobs that reached a terminal state, by `outcome` (succeeded, failed, cancelled).
     pub jobs_finished: IntCounterVec,
-    /// Submissions refused, by `reason` (invalid, infeasible, queue_full).
+    /// Submissions refused, by `reason` (invalid, infeasible, queue_full, idempotency_conflict).
     pub jobs_rejected: IntCounterVec,
     /// Attempts that were given up and requeued, by `reason`.
     pub jobs_retried: IntCounterVec,
@@ -141,7 +141,7 @@ impl Metrics {
             )?,
             jobs_rejected: counter_vec(
                 "comfyfleet_jobs_rejected_total",
-                "Submissions refused, by reason: invalid, infeasible, queue_full.",
+                "Submissions refused, by reason: invalid, infeasible, queue_full, idempotency_conflict.",
                 &["reason"],
             )?,
             jobs_retried: counter_vec(

@@ -361,10 +361,12 @@ impl JobService for JobApi {
         let result = self.submit(request.into_inner()).await;
         self.observe("SubmitJob", started, &result);
         if let Err(status) = &result {
+            // Refusals of the submission itself; an internal or shutdown error is not one.
             let reason = match status.code() {
                 tonic::Code::InvalidArgument => Some("invalid"),
                 tonic::Code::FailedPrecondition => Some("infeasible"),
                 tonic::Code::ResourceExhausted => Some("queue_full"),
+                tonic::Code::AlreadyExists => Some("idempotency_conflict"),
                 _ => None,
             };
             if let Some(reason) = reason {
