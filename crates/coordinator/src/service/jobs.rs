@@ -264,25 +264,7 @@ impl JobApi {
         spec.idempotency_key =
             (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
         spec.analysis = analysed.analysis;
-        spec.deadline = match request.deadline {
-            Some(pb::submit_job_request::Deadline::DeadlineAt(at)) => {
-                let secs = u64::try_from(at.seconds)
-                    .map_err(|_| Status::invalid_argument("deadline_at is before 1970"))?;
-                Some(
-                    SystemTime::UNIX_EPOCH
-                        + Duration::new(secs, at.nanos.clamp(0, 999_999_999) as u32),
-                )
-            }
-            Some(pb::submit_job_request::Deadline::Timeout(timeout)) => {
-                let secs = u64::try_from(timeout.seconds)
-                    .map_err(|_| Status::invalid_argument("timeout is negative"))?;
-                Some(
-                    SystemTime::now()
-                        + Duration::new(secs, timeout.nanos.clamp(0, 999_999_999) as u32),
-                )
-            }
-            None => None,
-        };
+        spec.deadline = deadline_of(request.deadline, SystemTime::now())?;
 
         // A job that no node of the fleet could ever run is refused now rather than queued
         // forever; one that only nodes now down could run waits for them.
@@ -322,6 +304,106 @@ impl JobApi {
         match self.store.get(id).await.map_err(status_of)? {
             Some(job) => Ok(convert::job(&job, None, last_sequence)),
             None => Err(Status::not_found(format!("job {id} does not exist"))),
+        }
+    }
+}
+
+/// Largest `google.protobuf.Duration` seconds either way (10,000 years), as the type defines.
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+/// Latest `google.protobuf.Timestamp` seconds the type allows: 9999-12-31T23:59:59Z.
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+/// Nanoseconds in a second.
+const NANOS_PER_SECOND: i32 = 1_000_000_000;
+
+/// The job's deadline from a submission's `deadline_at` or `timeout`, given the time `now`.
+///
+/// Values the protobuf types do not allow (nanos out of range, a duration whose seconds and
+/// nanos have different signs) are refused with INVALID_ARGUMENT naming the field, as are a
+/// negative or zero `timeout` and a `deadline_at` not after `now`: such a job could only use a
+/// place in the queue or on a node before failing as past its deadline. INVALID_ARGUMENT
+/// rather than DEADLINE_EXCEEDED because the same request will never succeed, and because
+/// DEADLINE_EXCEEDED on SubmitJob reads as "the call timed out, the job may exist", which
+/// callers retry. An unset `deadline` is the way to ask for none.
+fn deadline_of(
+    deadline: Option<pb::submit_job_request::Deadline>,
+    now: SystemTime,
+) -> Result<Option<SystemTime>, Status> {
+    use pb::submit_job_request::Deadline;
+    let invalid = |message: String| Err(Status::invalid_argument(message));
+    match deadline {
+        None => Ok(None),
+        Some(Deadline::DeadlineAt(at)) => {
+            if !(0..NANOS_PER_SECOND).contains(&at.nanos) {
+                return invalid(format!(
+                    "deadline_at.nanos is {}; a Timestamp's nanos are 0 to 999,999,999",
+                    at.nanos
+                ));
+            }
+            if at.seconds > MAX_TIMESTAMP_SECONDS {
+                return invalid(format!(
+                    "deadline_at.seconds is {}; a Timestamp ends at {MAX_TIMESTAMP_SECONDS} \
+                     (9999-12-31T23:59:59Z)",
+                    at.seconds
+                ));
+            }
+            let Ok(seconds) = u64::try_from(at.seconds) else {
+                return invalid(format!(
+                    "deadline_at is before 1970 (seconds {}): it has passed; leave the \
+                     deadline unset for none",
+                    at.seconds
+                ));
+            };
+            // In range by the checks above, so neither conversion nor addition can fail.
+            let deadline = SystemTime::UNIX_EPOCH + Duration::new(seconds, at.nanos as u32);
+            match deadline.duration_since(now) {
+                Ok(ahead) if !ahead.is_zero() => Ok(Some(deadline)),
+                _ => invalid(format!(
+                    "deadline_at {} has passed (it is now {}); leave the deadline unset for none",
+                    humantime::format_rfc3339_nanos(deadline),
+                    humantime::format_rfc3339_millis(now)
+                )),
+            }
+        }
+        Some(Deadline::Timeout(timeout)) => {
+            let (seconds, nanos) = (timeout.seconds, timeout.nanos);
+            if nanos <= -NANOS_PER_SECOND || nanos >= NANOS_PER_SECOND {
+                return invalid(format!(
+                    "timeout.nanos is {nanos}; a Duration's nanos are -999,999,999 to \
+                     999,999,999"
+                ));
+            }
+            if (seconds > 0 && nanos < 0) || (seconds < 0 && nanos > 0) {
+                return invalid(format!(
+                    "timeout has seconds {seconds} and nanos {nanos}: a Duration's seconds and \
+                     nanos must have the same sign"
+                ));
+            }
+            if seconds.unsigned_abs() > MAX_DURATION_SECONDS {
+                return invalid(format!(
+                    "timeout.seconds is {seconds}; a Duration is at most \
+                     {MAX_DURATION_SECONDS} seconds either way"
+                ));
+            }
+            if seconds < 0 || nanos < 0 {
+                return invalid(format!(
+                    "timeout is negative (seconds {seconds}, nanos {nanos}); leave the deadline \
+                     unset for none"
+                ));
+            }
+            if seconds == 0 && nanos == 0 {
+                return invalid(
+                    "timeout is 0: the job would be past its deadline when accepted; leave \
+                     the deadline unset for none"
+                        .to_owned(),
+                );
+            }
+            let timeout = Duration::new(seconds as u64, nanos as u32);
+            match now.checked_add(timeout) {
+                Some(deadline) => Ok(Some(deadline)),
+                None => invalid(format!(
+                    "timeout of {seconds} s ends beyond the times this system can represent"
+                )),
+            }
         }
     }
 }
