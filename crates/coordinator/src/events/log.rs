@@ -148,11 +148,37 @@ impl EventLog {
     }
 
     /// Starts a watcher at `from`; with `previews` it also receives preview images.
+    ///
+    /// Fails with [`EventLogError::AheadOfLog`] for [`WatchFrom::After`] a sequence number the
+    /// log has not reached, and with [`EventLogError::TooManyWatchers`] at the watcher limit.
     pub fn watch(
         self: &Arc<Self>,
         from: WatchFrom,
         previews: bool,
     ) -> Result<Watcher, EventLogError> {
+        // Subscribe before reading the cursor so no append can fall in between unseen.
+        let changed_rx = self.changed_tx.subscribe();
+        let (after, seen_preview) = {
+            let state = self.lock();
+            let after = match from {
+                WatchFrom::Oldest => state.oldest_retained() - 1,
+                WatchFrom::After(n) if n > state.last_sequence => {
+                    return Err(EventLogError::AheadOfLog {
+                        job: self.job_id,
+                        after: n,
+                        last: state.last_sequence,
+                    });
+                }
+                WatchFrom::After(n) => n,
+                WatchFrom::Live => state.last_sequence,
+            };
+            // A live watcher does not want the preview that is already there.
+            let seen_preview = match from {
+                WatchFrom::Live => state.preview.as_ref().map_or(0, |(n, _)| *n),
+                _ => 0,
+            };
+            (after, seen_preview)
+        };
         let admitted = self
             .num_watchers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -164,23 +190,6 @@ impl EventLog {
                 max: self.max_watchers,
             });
         }
-
-        // Subscribe before reading the cursor so no append can fall in between unseen.
-        let changed_rx = self.changed_tx.subscribe();
-        let (after, seen_preview) = {
-            let state = self.lock();
-            let after = match from {
-                WatchFrom::Oldest => state.oldest_retained() - 1,
-                WatchFrom::After(n) => n,
-                WatchFrom::Live => state.last_sequence,
-            };
-            // A live watcher does not want the preview that is already there.
-            let seen_preview = match from {
-                WatchFrom::Live => state.preview.as_ref().map_or(0, |(n, _)| *n),
-                _ => 0,
-            };
-            (after, seen_preview)
-        };
         Ok(Watcher {
             log: Arc::clone(self),
             after,
@@ -266,13 +275,26 @@ impl Watcher {
         let state = self.log.lock();
         let oldest = state.oldest_retained();
 
-        // The wanted event was evicted, or the cursor is beyond anything this log issued.
-        if self.after + 1 < oldest || self.after > state.last_sequence {
+        // A cursor only ever names an event the log issued: `watch` refuses one ahead of the
+        // log, and reading moves it to an existing event or to just before the oldest one.
+        debug_assert!(
+            self.after <= state.last_sequence,
+            "cursor {} is beyond the last event {}",
+            self.after,
+            state.last_sequence
+        );
+
+        // The wanted event was evicted.
+        if self.after + 1 < oldest {
+            let lagged = Lagged::new(self.after + 1, oldest);
             self.after = oldest - 1;
-            tracing::debug!(job_id = %self.log.job_id, oldest_retained = oldest, "watcher lagged");
-            return Some(Some(Err(Lagged {
-                oldest_retained: oldest,
-            })));
+            tracing::debug!(
+                job_id = %self.log.job_id,
+                first_missing = lagged.first_missing(),
+                oldest_retained = oldest,
+                "watcher lagged"
+            );
+            return Some(Some(Err(lagged)));
         }
 
         if self.after < state.last_sequence {

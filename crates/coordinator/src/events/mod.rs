@@ -11,12 +11,23 @@
 //!
 //! The log never blocks the appender and never grows past its capacity. A watcher that falls so
 //! far behind that the event after its cursor has been evicted gets
-//! [`Lagged`] carrying the oldest sequence still retained; its cursor then jumps to just before
-//! that event, so its next read continues from the oldest retained event. The service is
-//! expected to send the job's current snapshot (from the job record) at that point, so the
-//! caller sees a consistent state even though it missed intermediate events. The same happens to
-//! a watcher resuming from a cursor that was never issued by this log (e.g. from before a
-//! coordinator restart).
+//! [`Lagged`] naming the missing range (from the event after its cursor to the one before the
+//! oldest still retained); its cursor then jumps to just before the oldest retained event, so
+//! its next read continues from there. The service is expected to send the job's current
+//! snapshot (from the job record) at that point, so the caller sees a consistent state even
+//! though it missed intermediate events. A missing range is never empty or backwards.
+//!
+//! # Resuming
+//!
+//! A watcher may start after a sequence number it read before ([`WatchFrom::After`]). A number
+//! beyond the newest event appended so far is refused with [`EventLogError::AheadOfLog`]: no
+//! watcher can have read an event that does not exist yet, and waiting for the job to get
+//! that far would silently skip every event in between.
+//!
+//! NOTE: sequence numbers belong to the coordinator process. A job taken back after a restart
+//! gets a new, empty log numbered from 1 again, so a cursor from before the restart is either
+//! refused as ahead of the log (the caller then watches from 0) or, once the new log has got
+//! that far, resumes at an event that is not the one after what the caller read.
 //!
 //! # Previews
 //!
@@ -50,6 +61,16 @@ pub enum EventLogError {
         /// The job.
         job: JobId,
     },
+    /// A watcher asked to start after a sequence number the log has not reached.
+    #[error("job {job}: after_sequence {after} is beyond the job's last event {last}")]
+    AheadOfLog {
+        /// The job.
+        job: JobId,
+        /// The sequence number the watcher asked to start after.
+        after: u64,
+        /// The newest sequence number of the log (0 for none).
+        last: u64,
+    },
     /// A new watcher beyond the per-job limit.
     #[error("job {job}: too many watchers (limit {max})")]
     TooManyWatchers {
@@ -65,8 +86,40 @@ pub enum EventLogError {
 /// The watcher's cursor has already moved to just before `oldest_retained`; reading on yields
 /// events from there. See the module docs for what the service should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("watcher fell behind: oldest retained event is {oldest_retained}")]
+#[error("watcher fell behind: events {first_missing} to {} were evicted", self.last_missing())]
 pub struct Lagged {
+    /// The first sequence number the watcher will not read: the one after its cursor.
+    first_missing: u64,
     /// The oldest sequence number still in the log.
-    pub oldest_retained: u64,
+    oldest_retained: u64,
+}
+
+impl Lagged {
+    /// Events `first_missing..oldest_retained` were evicted; the range is never empty.
+    pub(crate) fn new(first_missing: u64, oldest_retained: u64) -> Self {
+        debug_assert!(
+            first_missing < oldest_retained,
+            "a lag names at least one missing event: {first_missing}..{oldest_retained}"
+        );
+        Self {
+            first_missing,
+            oldest_retained,
+        }
+    }
+
+    /// The first sequence number the watcher missed.
+    pub fn first_missing(&self) -> u64 {
+        self.first_missing
+    }
+
+    /// The last sequence number the watcher missed (inclusive); never before
+    /// [`first_missing`](Self::first_missing).
+    pub fn last_missing(&self) -> u64 {
+        self.oldest_retained - 1
+    }
+
+    /// The oldest sequence number still in the log: the next event the watcher reads.
+    pub fn oldest_retained(&self) -> u64 {
+        self.oldest_retained
+    }
 }

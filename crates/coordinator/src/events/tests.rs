@@ -139,12 +139,16 @@ async fn slow_watcher_gets_lagged_then_continues_from_oldest_retained() {
     assert_eq!(log.retained().len(), 8, "the log stays within capacity");
     assert_eq!(log.oldest_retained(), 13);
 
-    let lag = slow.next().await.expect("not closed");
+    let lag = slow.next().await.expect("not closed").expect_err("lagged");
+    assert_eq!(lag, Lagged::new(1, 13));
     assert_eq!(
-        lag,
-        Err(Lagged {
-            oldest_retained: 13
-        })
+        (
+            lag.first_missing(),
+            lag.last_missing(),
+            lag.oldest_retained()
+        ),
+        (1, 12, 13),
+        "events 1 to 12 were missed"
     );
     assert_eq!(
         slow.cursor(),
@@ -198,17 +202,84 @@ async fn resumed_watcher_gets_the_events_after_its_cursor() {
 }
 
 #[tokio::test]
-async fn resume_from_a_cursor_this_log_never_issued_reports_lag() {
+async fn resume_from_a_cursor_ahead_of_the_log_is_refused() {
     let log = log_for_test(64);
     log.append(JobEvent::Started).expect("open");
-    let mut watcher = log.watch(WatchFrom::After(50), false).expect("admitted");
-    assert_eq!(
-        watcher.next().await.expect("open"),
-        Err(Lagged { oldest_retained: 1 }),
-        "a cursor from the future (e.g. before a restart) must not silently skip events"
-    );
+    for after in [2, 50, u64::MAX] {
+        assert_eq!(
+            log.watch(WatchFrom::After(after), false).err(),
+            Some(EventLogError::AheadOfLog {
+                job: log.job_id(),
+                after,
+                last: 1
+            }),
+            "no watcher can have read event {after} (e.g. one from before a restart): refused \
+             rather than silently skipping or replaying"
+        );
+    }
+    assert_eq!(log.num_watchers(), 0, "a refused watcher holds no place");
+    // The last event itself is a valid cursor, also once the log is closed.
+    let mut live = log.watch(WatchFrom::After(1), false).expect("admitted");
     log.append(done()).expect("open");
-    assert_eq!(drain_sequences(&mut watcher).await, vec![1, 2]);
+    assert_eq!(drain_sequences(&mut live).await, vec![2]);
+    let mut after_end = log.watch(WatchFrom::After(2), false).expect("admitted");
+    assert_eq!(drain_sequences(&mut after_end).await, Vec::<u64>::new());
+    assert!(matches!(
+        log.watch(WatchFrom::After(3), false),
+        Err(EventLogError::AheadOfLog {
+            after: 3,
+            last: 2,
+            ..
+        })
+    ));
+}
+
+/// Reads a watcher to the end; returns the events read and the missing ranges reported.
+fn read_all(watcher: &mut Watcher) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let (mut events, mut gaps) = (Vec::new(), Vec::new());
+    while let Some(item) = watcher.try_next() {
+        match item {
+            None => break,
+            Some(Ok(WatchItem::Event(event))) => events.push(event.sequence),
+            Some(Ok(WatchItem::Preview(_))) => panic!("no previews asked"),
+            Some(Err(lag)) => gaps.push((lag.first_missing(), lag.last_missing())),
+        }
+    }
+    (events, gaps)
+}
+
+#[tokio::test]
+async fn every_gap_runs_forwards_and_with_the_events_covers_what_follows_the_cursor() {
+    for capacity in 1..=6 {
+        for total in 0..=12 {
+            for after in 0..=total {
+                let log = log_for_test(capacity);
+                for value in 1..=total {
+                    log.append(progress(value)).expect("open");
+                }
+                let mut watcher = log.watch(WatchFrom::After(after), false).expect("admitted");
+                // More events while the watcher reads nothing, then the end.
+                for value in 1..=capacity as u64 {
+                    log.append(progress(value)).expect("open");
+                }
+                log.append(done()).expect("open");
+                let last = log.last_sequence();
+                let (events, gaps) = read_all(&mut watcher);
+                let case = format!("capacity {capacity}, {total} events, after {after}");
+                let mut covered = Vec::new();
+                for &(from, to) in &gaps {
+                    assert!(from <= to, "{case}: gap {from}..={to} runs backwards");
+                    covered.extend(from..=to);
+                }
+                covered.extend(&events);
+                assert_eq!(
+                    covered,
+                    (after + 1..=last).collect::<Vec<_>>(),
+                    "{case}: gaps {gaps:?} then events {events:?}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

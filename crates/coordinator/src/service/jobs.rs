@@ -16,7 +16,7 @@ use tracing::{Instrument, info, info_span};
 
 use super::{MESSAGE_CHARS, clip, convert, echo, status_of};
 use crate::analysis;
-use crate::events::{EventHub, WatchFrom, WatchItem};
+use crate::events::{EventHub, EventLogError, WatchFrom, WatchItem};
 use crate::fleet::Fleet;
 use crate::job::{Job, JobId, JobSpec, Labels};
 use crate::journal::{JobStore, ListQuery};
@@ -472,13 +472,25 @@ impl JobService for JobApi {
         let result = async {
             let id = parse_job_id(&request.job_id)?;
             let snapshot = self.snapshot(id).await?;
+            // Without a log the job's events are no longer held (it ended long enough ago):
+            // the snapshot is all there is to send.
             let watcher = match self.hub.get(id) {
                 Some(log) => Some(
                     log.watch(
                         WatchFrom::After(request.after_sequence),
                         request.include_previews,
                     )
-                    .map_err(|error| Status::resource_exhausted(error.to_string()))?,
+                    .map_err(|error| match error {
+                        EventLogError::AheadOfLog { after, last, .. } => {
+                            Status::out_of_range(format!(
+                                "after_sequence {after} is beyond job {id}'s last event {last}: \
+                                 pass the last sequence read from this coordinator, or 0 to \
+                                 read every event it holds (numbering starts again at 1 when \
+                                 the coordinator restarts)"
+                            ))
+                        }
+                        other => Status::resource_exhausted(other.to_string()),
+                    })?,
                 ),
                 None => None,
             };
@@ -494,7 +506,6 @@ impl JobService for JobApi {
         metrics.relay_watchers.inc();
         tokio::spawn(async move {
             let send = |item| pb::WatchJobResponse { item: Some(item) };
-            let terminal = convert_is_terminal(&snapshot);
             if tx
                 .send(Ok(send(pb::watch_job_response::Item::Snapshot(snapshot))))
                 .await
@@ -503,9 +514,7 @@ impl JobService for JobApi {
                 metrics.relay_watchers.dec();
                 return;
             }
-            if let (Some(mut watcher), false) =
-                (watcher, terminal && request.after_sequence == u64::MAX)
-            {
+            if let Some(mut watcher) = watcher {
                 while let Some(item) = watcher.next().await {
                     let message = match item {
                         Ok(WatchItem::Event(event)) => send(pb::watch_job_response::Item::Event(
@@ -518,8 +527,8 @@ impl JobService for JobApi {
                             // Events were evicted before this watcher read them: say so, and
                             // send the current state so the caller stays consistent.
                             let gap = pb::EventGap {
-                                from_sequence: watcher.cursor().saturating_add(1),
-                                to_sequence: lagged.oldest_retained.saturating_sub(1),
+                                from_sequence: lagged.first_missing(),
+                                to_sequence: lagged.last_missing(),
                             };
                             if tx
                                 .send(Ok(send(pb::watch_job_response::Item::Gap(gap))))
@@ -776,11 +785,4 @@ impl JobApi {
         });
         Ok(Box::pin(first.chain(body)))
     }
-}
-
-fn convert_is_terminal(job: &pb::Job) -> bool {
-    matches!(
-        pb::JobState::try_from(job.state),
-        Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)
-    )
 }
