@@ -228,6 +228,7 @@ pub fn raise_open_file_limit(nodes: usize) -> Option<(u64, u64)> {
 pub async fn serve(args: ServeArgs) -> Result<u8> {
     let (config, policy, unknown) = load_config(&args)?;
     init_logging(config.log_format, &unknown);
+    let shutdown = ShutdownSignal::listen();
     raise_open_file_limit(config.nodes.len());
     if config.nodes.is_empty() && config.discovery.sources.is_empty() {
         warn!(
@@ -242,7 +243,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
         },
     )
     .await?;
-    wait_for_signal().await;
+    shutdown.wait().await;
     coordinator.shutdown().await;
     Ok(0)
 }
@@ -251,6 +252,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
 pub async fn up(args: UpArgs) -> Result<u8> {
     let (mut config, policy, unknown) = load_config(&args.serve)?;
     init_logging(config.log_format, &unknown);
+    let shutdown = ShutdownSignal::listen();
     raise_open_file_limit(config.nodes.len().max(args.num_sims));
     let mut sims = Vec::new();
     let mut simulated = Vec::new();
@@ -306,7 +308,7 @@ pub async fn up(args: UpArgs) -> Result<u8> {
     print!("{}", banner.render());
     // Scripts and tests read the banner through a pipe; make sure it leaves now.
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    wait_for_signal().await;
+    shutdown.wait().await;
     coordinator.shutdown().await;
     for sim in sims {
         sim.shutdown();
@@ -314,25 +316,51 @@ pub async fn up(args: UpArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and Ctrl-C, listened for from the moment this is created.
+///
+/// It is created before the coordinator starts: its listeners accept connections while the
+/// rest of start-up finishes, and a SIGTERM arriving in that window must shut down cleanly
+/// rather than kill the process with the signal's default action.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let terminate = signal(SignalKind::terminate())
+                .inspect_err(|error| warn!(%error, "cannot listen for SIGTERM; Ctrl-C still stops"))
+                .ok();
+            Self { terminate }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            match self.terminate {
+                Some(mut terminate) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        info!("shutting down");
     }
-    info!("shutting down");
 }
