@@ -409,3 +409,108 @@ async fn failures_are_classified() {
     );
     assert!(NodeClient::new("n", "ftp://x", ClientConfig::default()).is_err());
 }
+
+/// A node whose answers take `delay` each, under `/slow`, and a prompt one under `/n`.
+async fn start_probe_target(delay: Duration) -> String {
+    let slow = move |file: &'static str| {
+        get(move || async move {
+            tokio::time::sleep(delay).await;
+            json(StatusCode::OK, &body_of(file))
+        })
+    };
+    let app = Router::new()
+        .route(
+            "/n/system_stats",
+            get(|| async { json(StatusCode::OK, &body_of("http_get_system_stats.json")) }),
+        )
+        .route(
+            "/n/queue",
+            get(|| async {
+                json(
+                    StatusCode::OK,
+                    &body_of("http_get_queue_running_and_pending.json"),
+                )
+            }),
+        )
+        .route("/slow/system_stats", slow("http_get_system_stats.json"))
+        .route(
+            "/slow/queue",
+            slow("http_get_queue_running_and_pending.json"),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn probe_reads_what_the_full_routes_read() {
+    let base = start_probe_target(Duration::ZERO).await;
+    let c = client(&format!("{base}/n"));
+    let probe = c.probe(Duration::from_secs(5)).await.unwrap();
+    let stats = c.system_stats().await.unwrap();
+    let queue = c.queue().await.unwrap();
+
+    let device = probe
+        .stats
+        .device
+        .as_ref()
+        .expect("the node lists a device");
+    let full = stats.compute_device().unwrap();
+    assert_eq!(
+        (
+            &device.name,
+            &device.device_type,
+            device.vram_total,
+            device.vram_free
+        ),
+        (
+            &full.name,
+            &full.device_type,
+            full.vram_total,
+            full.vram_free
+        )
+    );
+    assert_eq!(device.is_cpu(), full.is_cpu());
+    assert_eq!(
+        (probe.queue.running, probe.queue.pending),
+        (queue.running.len(), queue.pending.len())
+    );
+    assert!(probe.queue.pending > 1, "the recording has pending prompts");
+    for item in queue.running.iter().chain(&queue.pending) {
+        assert!(probe.queue.contains(&item.prompt_id), "{}", item.prompt_id);
+    }
+    assert_eq!(probe.queue.prompt_ids.len(), queue.len());
+}
+
+#[tokio::test]
+async fn probe_has_one_deadline_for_both_requests_and_names_the_late_route() {
+    // Each answer alone fits in the deadline; both together do not.
+    let base = start_probe_target(Duration::from_millis(300)).await;
+    let c = NodeClient::new("gpu-slow", &format!("{base}/slow"), ClientConfig::default()).unwrap();
+    let started = std::time::Instant::now();
+    let err = c.probe(Duration::from_millis(450)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+    assert_eq!(err.node, "gpu-slow");
+    match &err.kind {
+        ErrorKind::Timeout { route, after } => {
+            assert_eq!(route, "/queue");
+            assert_eq!(*after, Duration::from_millis(450));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+
+    // The client's own per-call bound still caps a longer probe deadline.
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(450),
+        ..ClientConfig::default()
+    };
+    let short = NodeClient::new("gpu-slow", &format!("{base}/slow"), config).unwrap();
+    match short.probe(Duration::from_secs(60)).await.unwrap_err().kind {
+        ErrorKind::Timeout { after, .. } => assert_eq!(after, Duration::from_millis(450)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    assert!(c.probe(Duration::from_secs(5)).await.is_ok());
+}

@@ -18,6 +18,11 @@ use fleet_proto::v1::JobState;
 use crate::client::{FollowOptions, SubmitOptions};
 use crate::render::Mode;
 
+/// The coordinator makes many small, short-lived allocations per node and second (requests,
+/// answers, decoded probes); mimalloc serves them with less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One front door for a fleet of ComfyUI servers.
 #[derive(Debug, Parser)]
 #[command(name = "comfyfleet", version, about, long_about = None)]

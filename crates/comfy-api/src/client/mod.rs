@@ -13,6 +13,7 @@
 //! another host (and turn a `POST /prompt` into a `GET`); a 3xx is reported as a status error.
 
 mod files;
+mod probe;
 mod routes;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::types::PromptRejected;
 use crate::ws::{EventStream, WsConfig};
 
 pub use files::{ViewRequest, ViewResponse};
+pub use probe::Probe;
 
 /// Settings of a [`NodeClient`].
 #[derive(Debug, Clone)]
@@ -72,6 +74,8 @@ struct Inner {
     base: url::Url,
     http: reqwest::Client,
     config: ClientConfig,
+    /// URLs of the probe routes, built once: a node is probed about every second.
+    probe_urls: probe::ProbeUrls,
 }
 
 impl NodeClient {
@@ -100,12 +104,14 @@ impl NodeClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| invalid(format!("http client: {e}")))?;
+        let probe_urls = probe::ProbeUrls::new(&base, config.api_prefix);
         Ok(Self {
             inner: Arc::new(Inner {
                 node,
                 base,
                 http,
                 config,
+                probe_urls,
             }),
         })
     }
@@ -146,20 +152,16 @@ impl NodeClient {
 
     /// URL of `route` (e.g. `/queue`), honouring the base path and the `/api` setting.
     fn url(&self, route: &str) -> Result<url::Url, Error> {
-        let prefix = if self.inner.config.api_prefix {
-            "/api"
-        } else {
-            ""
-        };
-        self.url_exact(&format!("{prefix}{route}"))
+        Ok(route_url(
+            &self.inner.base,
+            self.inner.config.api_prefix,
+            route,
+        ))
     }
 
     /// URL of `path` below the base path, with no `/api` added.
     fn url_exact(&self, path: &str) -> Result<url::Url, Error> {
-        let mut url = self.inner.base.clone();
-        let joined = format!("{}{}", self.inner.base.path().trim_end_matches('/'), path);
-        url.set_path(&joined);
-        Ok(url)
+        Ok(route_url(&self.inner.base, false, path))
     }
 
     fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
@@ -194,7 +196,13 @@ impl NodeClient {
     /// Reads a whole body, bounded by `max_json_bytes`.
     async fn read_body(&self, route: &str, mut resp: Response) -> Result<Vec<u8>, Error> {
         let limit = self.inner.config.max_json_bytes;
-        let mut body = Vec::new();
+        // Sized from the announced length (bounded by the limit) so small answers, the usual
+        // case, are read without regrowing.
+        let announced = resp
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        let mut body = Vec::with_capacity(announced.min(limit));
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -247,6 +255,15 @@ impl NodeClient {
             })
         })
     }
+}
+
+/// URL of `route` below `base`'s path, under `/api` when `api_prefix` is set.
+fn route_url(base: &url::Url, api_prefix: bool, route: &str) -> url::Url {
+    let prefix = if api_prefix { "/api" } else { "" };
+    let mut url = base.clone();
+    let joined = format!("{}{prefix}{route}", base.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url
 }
 
 /// Maps a non-success answer to an error kind.

@@ -10,6 +10,7 @@ pub mod history;
 pub mod jobs;
 pub mod misc;
 pub mod object_info;
+pub mod probe;
 pub mod prompt;
 pub mod queue;
 pub mod stats;
@@ -18,6 +19,7 @@ pub use history::{FileRef, History, HistoryEntry, HistoryStatus, NodeOutput, Out
 pub use jobs::{Job, JobList, JobStatus, JobsQuery, Pagination};
 pub use misc::{Features, FreeRequest, ImageType, UploadImage, UploadedImage};
 pub use object_info::{InputKind, InputSpec, NodeInfo, NodeInputs, ObjectInfo};
+pub use probe::{DeviceSummary, QueueSummary, StatsSummary};
 pub use prompt::{
     ExecInfo, NodeError, PromptAccepted, PromptError, PromptInfo, PromptRejected, PromptRequest,
 };

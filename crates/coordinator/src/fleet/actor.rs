@@ -14,7 +14,7 @@
 //! Anything that changes a job's state (a prompt started, a prompt ended, a node lost) is
 //! handed to the job manager as a [`Signal`]; the actor itself never writes the journal.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use scheduler::Health;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Node;
+use super::{Node, NodeHealth};
 use crate::events::EventHub;
 use crate::job::{JobEvent, JobId};
 use crate::metrics::Metrics;
@@ -148,6 +148,10 @@ struct NodeSeries {
     queue_running: prometheus::IntGauge,
     queue_pending: prometheus::IntGauge,
     in_flight: prometheus::IntGauge,
+    /// The health last written to the node's health series, and when: the series are keyed
+    /// by node and state, so writing them costs several label lookups and is done only when
+    /// the health changed (or now and then, see [`HEALTH_SERIES_REFRESH`]).
+    health_written: Option<(NodeHealth, Instant)>,
 }
 
 impl NodeSeries {
@@ -161,6 +165,7 @@ impl NodeSeries {
             queue_running: metrics.node_queue_running.with_label_values(&name),
             queue_pending: metrics.node_queue_pending.with_label_values(&name),
             in_flight: metrics.node_in_flight.with_label_values(&name),
+            health_written: None,
         }
     }
 }
@@ -168,16 +173,17 @@ impl NodeSeries {
 async fn probe_loop(node: Arc<Node>, context: ActorContext) {
     let mut shutdown_rx = context.shutdown_rx.clone();
     let settings = &context.settings;
-    let series = NodeSeries::new(&node, &context.metrics);
+    let mut series = NodeSeries::new(&node, &context.metrics);
     let mut inventory_read_at: Option<Instant> = None;
     loop {
         let started = Instant::now();
-        let result = tokio::time::timeout(settings.probe_timeout, probe_once(&node)).await;
+        // The probe bounds its two requests with one deadline (see `NodeClient::probe`).
+        let result = probe_once(&node, settings.probe_timeout).await;
         let elapsed = started.elapsed();
         series.probe_duration.observe(elapsed.as_secs_f64());
         match result {
-            Ok(Ok(changed)) => {
-                mark_probe_ok(&node, &context, &series, changed);
+            Ok(changed) => {
+                mark_probe_ok(&node, &context, &mut series, changed);
                 let stale =
                     inventory_read_at.is_none_or(|at| at.elapsed() > settings.inventory_refresh);
                 if stale {
@@ -190,13 +196,7 @@ async fn probe_loop(node: Arc<Node>, context: ActorContext) {
                     }
                 }
             }
-            Ok(Err(error)) => mark_probe_failed(&node, &context, &series, error.to_string()),
-            Err(_) => mark_probe_failed(
-                &node,
-                &context,
-                &series,
-                format!("probe timed out after {:?}", settings.probe_timeout),
-            ),
+            Err(error) => mark_probe_failed(&node, &context, &mut series, error.to_string()),
         }
 
         // Jitter spreads a large fleet's probes over the interval, so a hundred nodes are
@@ -204,12 +204,35 @@ async fn probe_loop(node: Arc<Node>, context: ActorContext) {
         let jitter = settings
             .probe_jitter
             .mul_f64(rand::rng().random_range(0.0..=1.0));
-        let pause = (settings.probe_interval + jitter).saturating_sub(elapsed);
+        let next = tick_after(started + settings.probe_interval + jitter);
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(next.saturating_duration_since(Instant::now())) => {}
             _ = shutdown_rx.changed() => return,
         }
     }
+}
+
+/// Probes start on a grid of this step, so the probes of a large fleet that fall due within
+/// one step are woken together: one runtime wake-up for several probes instead of one each.
+/// It is small next to the interval and the jitter, which still spread the probes.
+const PROBE_TICK: Duration = Duration::from_millis(10);
+
+/// How often a node's health series are written again although its health did not change,
+/// so series cleared by a node leaving and coming back (see discovery) reappear.
+const HEALTH_SERIES_REFRESH: Duration = Duration::from_secs(30);
+
+/// The first grid point (of [`PROBE_TICK`], counted from a process-wide origin) at or after
+/// `at`.
+fn tick_after(at: Instant) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let Some(since) = at.checked_duration_since(origin) else {
+        return at;
+    };
+    let tick = PROBE_TICK.as_nanos();
+    let rounded = since.as_nanos().div_ceil(tick) * tick;
+    let extra = u64::try_from(rounded - since.as_nanos()).unwrap_or(0);
+    at + Duration::from_nanos(extra)
 }
 
 /// What a probe can change among the things placement reads (see [`Node::view`]).
@@ -240,34 +263,27 @@ impl ProbedInputs {
     }
 }
 
-/// One probe round: `/system_stats` then `/queue`. Returns whether it changed anything
-/// placement reads.
-async fn probe_once(node: &Node) -> Result<bool, comfy_api::Error> {
-    let stats = node.client.system_stats().await?;
-    let queue = node.client.queue().await?;
+/// One probe round: `/system_stats` then `/queue`, both within `timeout`. Returns whether it
+/// changed anything placement reads.
+async fn probe_once(node: &Node, timeout: Duration) -> Result<bool, comfy_api::Error> {
+    let probe = node.client.probe(timeout).await?;
     let before = ProbedInputs::read(node);
-    let listed: HashSet<String> = queue
-        .running
-        .iter()
-        .chain(queue.pending.iter())
-        .map(|item| item.prompt_id.clone())
-        .collect();
-    if !listed.is_empty() {
-        node.prompts.mark_seen(&listed);
+    if !probe.queue.prompt_ids.is_empty() {
+        node.prompts.mark_listed(&probe.queue.prompt_ids);
     }
 
     {
         let mut status = node.status();
-        if let Some(device) = stats.devices.first() {
+        if let Some(device) = &probe.stats.device {
             if status.gpu_name != device.name {
-                status.gpu_name = device.name.clone();
+                status.gpu_name.clone_from(&device.name);
             }
             status.cpu_only = device.device_type == "cpu";
             status.vram_total = device.vram_total;
             status.vram_free = device.vram_free;
         }
-        status.queue_running = u32::try_from(queue.running.len()).unwrap_or(u32::MAX);
-        status.queue_pending = u32::try_from(queue.pending.len()).unwrap_or(u32::MAX);
+        status.queue_running = u32::try_from(probe.queue.running).unwrap_or(u32::MAX);
+        status.queue_pending = u32::try_from(probe.queue.pending).unwrap_or(u32::MAX);
     }
     Ok(ProbedInputs::read(node) != before)
 }
@@ -299,7 +315,7 @@ async fn read_inventory(node: &Node) -> Result<(), comfy_api::Error> {
 
 /// Records a good probe; wakes the manager when the node just came up or `changed` (the
 /// probe changed something placement reads).
-fn mark_probe_ok(node: &Node, context: &ActorContext, series: &NodeSeries, changed: bool) {
+fn mark_probe_ok(node: &Node, context: &ActorContext, series: &mut NodeSeries, changed: bool) {
     let (health_changed, came_up) = {
         let mut status = node.status();
         let was = status.operator_health();
@@ -325,7 +341,7 @@ fn mark_probe_ok(node: &Node, context: &ActorContext, series: &NodeSeries, chang
     }
 }
 
-fn mark_probe_failed(node: &Node, context: &ActorContext, series: &NodeSeries, error: String) {
+fn mark_probe_failed(node: &Node, context: &ActorContext, series: &mut NodeSeries, error: String) {
     series.probe_failures.inc();
     let (changed, lost) = {
         let mut status = node.status();
@@ -362,11 +378,18 @@ fn record_gauges(
     node: &Node,
     status: &super::NodeStatus,
     context: &ActorContext,
-    series: &NodeSeries,
+    series: &mut NodeSeries,
 ) {
-    context
-        .metrics
-        .set_node_health(&node.spec.name, status.operator_health().as_str());
+    let health = status.operator_health();
+    let fresh = series
+        .health_written
+        .is_some_and(|(written, at)| written == health && at.elapsed() < HEALTH_SERIES_REFRESH);
+    if !fresh {
+        context
+            .metrics
+            .set_node_health(&node.spec.name, health.as_str());
+        series.health_written = Some((health, Instant::now()));
+    }
     series.vram_total.set(clamp(status.vram_total));
     series.vram_free.set(clamp(status.vram_free));
     series.queue_running.set(i64::from(status.queue_running));
@@ -559,4 +582,27 @@ fn ui_dict(output: comfy_api::NodeOutput) -> serde_json::Value {
         map.insert("animated".into(), serde_json::json!(output.animated));
     }
     serde_json::Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_starts_are_rounded_up_to_one_grid() {
+        let at = Instant::now() + Duration::from_millis(3);
+        let point = tick_after(at);
+        assert!(point >= at && point - at < PROBE_TICK);
+        // Everything due within the step before a grid point starts on it, and nothing later.
+        assert_eq!(tick_after(point), point);
+        assert_eq!(tick_after(point - Duration::from_nanos(1)), point);
+        assert_eq!(
+            tick_after(point - PROBE_TICK + Duration::from_nanos(1)),
+            point
+        );
+        assert_eq!(
+            tick_after(point + Duration::from_nanos(1)),
+            point + PROBE_TICK
+        );
+    }
 }

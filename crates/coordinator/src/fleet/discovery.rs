@@ -370,7 +370,8 @@ fn remove(deps: &DiscoveryDeps, state: &mut SourceState, address: IpAddr) {
     // the node's series only once both loops have ended.
     // NOTE: if the same address returns within that moment (at most a probe timeout), the new
     // node's gauges are cleared too and its counters restart; the gauges come back with its
-    // next probe.
+    // next probe, its health series within 30 s (the actor rewrites them only on a change or
+    // after that long).
     let metrics = deps.actor.metrics.clone();
     tokio::spawn(async move {
         for task in member.tasks {

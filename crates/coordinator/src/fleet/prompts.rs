@@ -102,6 +102,16 @@ impl PromptTable {
         }
     }
 
+    /// Marks as seen every prompt of ours among `listed` (the ids a `/queue` probe listed).
+    pub fn mark_listed(&self, listed: &[String]) {
+        let mut table = self.lock();
+        for id in listed {
+            if let Some(prompt) = table.get_mut(id) {
+                prompt.seen = true;
+            }
+        }
+    }
+
     /// Every prompt id with its entry.
     pub fn all(&self) -> Vec<(String, OurPrompt)> {
         self.lock()
