@@ -213,7 +213,7 @@ impl Manager {
                         live.posted = false;
                         if let Some(floor) = oom_vram_floor {
                             info!(vram_need = floor, "out of memory; retry needs a larger GPU");
-                            live.view.vram_need = live.view.vram_need.max(floor);
+                            live.vram_need = live.vram_need.max(floor);
                         }
                         if self.queue.insert(key) {
                             self.admission.joined(&live.job.spec.tenant);

@@ -21,6 +21,7 @@ mod cancel;
 mod outcome;
 mod queue;
 mod recovery;
+mod shared;
 mod tasks;
 mod tick;
 mod writes;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use scheduler::{JobView, Policy, QueueOrder, Snapshot};
+use scheduler::{JobView, ModelFile, Policy, QueueOrder, Snapshot};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 use uuid::Uuid;
@@ -43,6 +44,7 @@ use crate::fleet::actor::Signal;
 use crate::fleet::{Fleet, OurPrompt};
 use crate::job::{
     AttemptRecord, Failure, FailureClass, Job, JobEvent, JobId, JobState, StateChange,
+    WorkflowAnalysis,
 };
 use crate::journal::JobStore;
 use crate::metrics::Metrics;
@@ -122,7 +124,8 @@ pub enum ManagerError {
 /// A live job as the service sees it.
 #[derive(Debug, Clone)]
 pub struct LiveJob {
-    /// The record.
+    /// The record. Its `spec.workflow` is empty: the manager does not keep a live job's
+    /// workflow bytes in memory; the journal has them ([`JobStore::get`]).
     pub job: Job,
     /// Position in the coordinator's queue (0 = next), when queued.
     pub queue_position: Option<u64>,
@@ -150,6 +153,15 @@ enum Msg {
     WriteDone {
         id: JobId,
         ok: bool,
+    },
+    /// A dispatch is durable and its workflow was read back from the journal: install the
+    /// graph's titles on the registered prompt before it is posted. The answer says whether
+    /// the attempt is still current (a POST for a superseded attempt is not sent).
+    Titles {
+        id: JobId,
+        prompt_id: Uuid,
+        titles: Arc<HashMap<String, (String, String)>>,
+        reply: oneshot::Sender<bool>,
     },
     Posted {
         id: JobId,
@@ -243,18 +255,33 @@ enum After {
     Nothing,
     /// Append these events to the job's log.
     Append(Vec<JobEvent>),
-    /// Append `Dispatched`, then POST the prompt.
+    /// Append `Dispatched`, then POST the prompt, whose bytes are read back from the journal
+    /// by the write itself. `titles` is false when the job's graph titles are not known yet:
+    /// they are parsed from those bytes and installed (`Msg::Titles`) before the POST.
     Post {
         node: String,
         prompt_id: Uuid,
         event: Box<JobEvent>,
+        titles: bool,
     },
 }
 
+/// What the manager keeps of a live job.
+///
+/// A deep queue holds one of these per waiting job, so it keeps only what placement and the
+/// job's next steps need: the workflow bytes stay in the journal (a dispatch reads them back
+/// with its write), the analysis is shared by every job with the same one, and placement
+/// builds its [`JobView`]s per round for the head of the queue only.
 struct Live {
+    /// The record, hollow: `spec.workflow` is empty and `spec.analysis` is the default (the
+    /// analysis is in `needs`). [`Live::full_job`] puts the analysis back.
     job: Job,
     arrival: u64,
-    view: JobView,
+    /// The job's workflow analysis, shared with every live job that has an equal one.
+    needs: Arc<WorkflowAnalysis>,
+    /// Estimated VRAM need in bytes (weights and activations, see
+    /// [`crate::analysis::job_view`]); raised after an out-of-memory failure.
+    vram_need: u64,
     log: Arc<EventLog>,
     submitted: Instant,
     dispatched: Option<Instant>,
@@ -265,25 +292,35 @@ struct Live {
     writes: VecDeque<Write>,
     writing: bool,
     /// The job's tracing span (`job_id`, `tenant`), entered for every log line about it so
-    /// structured logs can be filtered by job from submit to its end.
-    span: Span,
+    /// structured logs can be filtered by job from submit to its end. Created when the job
+    /// first leaves the queue (or is cancelled there); a line about a job still waiting gets
+    /// a fresh span with the same fields, so a deep queue does not hold a span per job.
+    span: Option<Span>,
     /// Whether its deadline passed (a cancellation then ends it as failed, class deadline).
     expired: bool,
     /// When a cancel was last sent to its node, to push it again if not confirmed.
     cancel_sent: Option<Instant>,
-    /// Class and title of each graph node, parsed once at the first dispatch and shared by
-    /// every attempt.
+    /// Class and title of each graph node, parsed once (after the first dispatch is durable,
+    /// from the journal's bytes) and shared by every attempt.
     titles: Option<Arc<HashMap<String, (String, String)>>>,
 }
 
 impl Live {
-    fn new(job: Job, arrival: u64, view: JobView, log: Arc<EventLog>) -> Self {
-        // A root span: its lines carry the job's fields, not the manager's.
-        let span = info_span!(parent: None, "job", job_id = %job.id, tenant = %job.spec.tenant);
+    /// Keeps `job` hollow (see [`Live::job`]) with its shared analysis.
+    fn new(
+        mut job: Job,
+        arrival: u64,
+        needs: Arc<WorkflowAnalysis>,
+        vram_need: u64,
+        log: Arc<EventLog>,
+    ) -> Self {
+        job.spec.workflow = bytes::Bytes::new();
+        job.spec.analysis = WorkflowAnalysis::default();
         Self {
             job,
             arrival,
-            view,
+            needs,
+            vram_need,
             log,
             submitted: Instant::now(),
             dispatched: None,
@@ -291,19 +328,62 @@ impl Live {
             posted: false,
             writes: VecDeque::new(),
             writing: false,
-            span,
+            span: None,
             expired: false,
             cancel_sent: None,
             titles: None,
         }
     }
 
-    /// The graph nodes' classes and titles, for `executing` events.
-    fn titles(&mut self) -> Arc<HashMap<String, (String, String)>> {
-        let workflow = &self.job.spec.workflow;
-        self.titles
-            .get_or_insert_with(|| crate::analysis::titles(workflow))
-            .clone()
+    /// A new span carrying the job's fields. A root span: its lines carry the job's fields,
+    /// not the manager's.
+    fn new_span(&self) -> Span {
+        info_span!(parent: None, "job", job_id = %self.job.id, tenant = %self.job.spec.tenant)
+    }
+
+    /// The job's span, created and kept on first use.
+    fn span(&mut self) -> Span {
+        if self.span.is_none() {
+            self.span = Some(self.new_span());
+        }
+        self.span.clone().unwrap_or_else(Span::none)
+    }
+
+    /// The record with its analysis (the workflow bytes stay in the journal).
+    fn full_job(&self) -> Job {
+        let mut job = self.job.clone();
+        job.spec.analysis = WorkflowAnalysis::clone(&self.needs);
+        job
+    }
+
+    /// The estimated cost in cost units, as [`crate::analysis::job_view`] computes it.
+    fn cost(&self) -> u64 {
+        self.needs.cost.max(0.0) as u64
+    }
+
+    /// The job as placement sees it, built from the shared analysis; equal to what
+    /// [`crate::analysis::job_view`] makes of the full job (with the VRAM need kept here).
+    fn view(&self) -> JobView {
+        let needs = &*self.needs;
+        let mut view = JobView::new(self.job.id.to_string(), self.arrival);
+        view.priority = self.job.spec.priority;
+        view.tenant.clone_from(&self.job.spec.tenant);
+        view.required_labels
+            .clone_from(&self.job.spec.required_labels);
+        view.required_classes.clone_from(&needs.required_classes);
+        view.required_models = needs
+            .models
+            .iter()
+            .flat_map(|(folder, names)| {
+                names
+                    .iter()
+                    .map(move |name| ModelFile::new(folder.clone(), name.clone()))
+            })
+            .collect();
+        view.cost = self.cost();
+        view.checkpoint = crate::analysis::main_model(needs);
+        view.vram_need = self.vram_need;
+        view
     }
 }
 
@@ -329,7 +409,10 @@ pub struct Manager {
     rng: StdRng,
     settings: ManagerSettings,
     queue: BTreeSet<QueueKey>,
-    live: HashMap<JobId, Live>,
+    /// Boxed: the map's spare capacity then costs a pointer per slot, not a whole record.
+    live: HashMap<JobId, Box<Live>>,
+    /// The analyses of live jobs, each kept once.
+    analyses: shared::Analyses,
     next_arrival: u64,
     tx: mpsc::UnboundedSender<Msg>,
     dirty: bool,
@@ -387,6 +470,7 @@ pub fn spawn(
         settings,
         queue: BTreeSet::new(),
         live: HashMap::new(),
+        analyses: shared::Analyses::default(),
         next_arrival: 0,
         tx: tx.clone(),
         dirty: false,
@@ -399,9 +483,9 @@ pub fn spawn(
 impl Manager {
     /// The span of a live job (a disabled span for an unknown one), to enter while handling it.
     fn span_of(&self, id: JobId) -> Span {
-        self.live
-            .get(&id)
-            .map_or_else(Span::none, |live| live.span.clone())
+        self.live.get(&id).map_or_else(Span::none, |live| {
+            live.span.clone().unwrap_or_else(|| live.new_span())
+        })
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -452,7 +536,7 @@ impl Manager {
             }
             Msg::Get { id, reply } => {
                 let live = self.live.get(&id).map(|live| LiveJob {
-                    job: live.job.clone(),
+                    job: live.full_job(),
                     queue_position: (live.job.state() == JobState::Queued).then(|| {
                         self.position_of(&(Reverse(live.job.spec.priority), live.arrival, id))
                     }),
@@ -462,6 +546,14 @@ impl Manager {
             Msg::Signal(signal) => self.signal(signal),
             Msg::Tick => self.tick(),
             Msg::WriteDone { id, ok } => self.write_done(id, ok),
+            Msg::Titles {
+                id,
+                prompt_id,
+                titles,
+                reply,
+            } => {
+                let _ = reply.send(self.install_titles(id, prompt_id, titles));
+            }
             Msg::Posted {
                 id,
                 prompt_id,

@@ -20,15 +20,29 @@ impl Manager {
         }
         let position = self.position_of(&key);
         let log = self.hub.open(id);
-        let view = crate::analysis::job_view(&job, arrival);
         let _ = log.append(JobEvent::Queued { position });
-        let live = Live::new(job, arrival, view, log);
-        live.span
+        let live = self.keep(job, arrival, log);
+        live.new_span()
             .in_scope(|| debug!(queue_position = position, "queued"));
-        self.live.insert(id, live);
+        self.live.insert(id, Box::new(live));
         self.metrics.jobs_queued.set(self.queue.len() as i64);
         self.dirty = true;
         position
+    }
+
+    /// The record kept of a job that becomes live: hollow, with its analysis shared and its
+    /// VRAM need computed once from the full job (the activations estimate parses the graph).
+    pub(super) fn keep(&mut self, mut job: Job, arrival: u64, log: Arc<EventLog>) -> Live {
+        let vram_need = crate::analysis::job_view(&job, arrival).vram_need;
+        let needs = self.analyses.share(std::mem::take(&mut job.spec.analysis));
+        Live::new(job, arrival, needs, vram_need, log)
+    }
+
+    /// Forgets a live job that has ended and whose writes are done.
+    pub(super) fn forget(&mut self, id: JobId) {
+        if let Some(live) = self.live.remove(&id) {
+            self.analyses.release(live.needs);
+        }
     }
 
     /// The number of queued jobs ahead of `key`.
@@ -59,7 +73,7 @@ impl Manager {
             .queue
             .iter()
             .take(window)
-            .filter_map(|(_, _, id)| self.live.get(id).map(|live| live.view.clone()))
+            .filter_map(|(_, _, id)| self.live.get(id).map(|live| live.view()))
             .collect();
         let snapshot = match Snapshot::new(jobs, nodes, self.settings.queue_order) {
             Ok(snapshot) => snapshot,
@@ -80,11 +94,11 @@ impl Manager {
 
     /// Takes a queued job off the queue and sends it to `node_name`.
     pub(super) fn dispatch(&mut self, id: JobId, node_name: &str) {
-        let _entered = self.span_of(id).entered();
-        let Some(node) = self.fleet.get(node_name) else {
+        let Some(live) = self.live.get_mut(&id) else {
             return;
         };
-        let Some(live) = self.live.get_mut(&id) else {
+        let _entered = live.span().entered();
+        let Some(node) = self.fleet.get(node_name) else {
             return;
         };
         let prompt_id = Uuid::new_v4();
@@ -117,6 +131,7 @@ impl Manager {
         live.posted = false;
         let attempt = job.progress.attempt;
         live.job = job;
+        let titles_known = live.titles.is_some();
 
         // Registered before the POST, so events that beat the POST answer find the job.
         node.prompts.insert(
@@ -124,8 +139,9 @@ impl Manager {
             OurPrompt {
                 job: id,
                 attempt,
-                cost: live.view.cost,
-                titles: live.titles(),
+                cost: live.cost(),
+                // Known from an earlier attempt, else installed before the POST (`Msg::Titles`).
+                titles: live.titles.clone().unwrap_or_default(),
                 dispatched_at: Instant::now(),
                 seen: false,
                 started: false,
@@ -141,7 +157,7 @@ impl Manager {
             .node_in_flight
             .with_label_values(&[node_name])
             .set(node.prompts.len() as i64);
-        if let Some(model) = live.view.checkpoint.clone() {
+        if let Some(model) = crate::analysis::main_model(&live.needs) {
             let mut status = node.status();
             if status.last_model.as_deref() != Some(model.as_str()) {
                 self.metrics
@@ -166,9 +182,47 @@ impl Manager {
                     node: node_name.to_owned(),
                     prompt_id,
                     event: Box::new(event),
+                    titles: titles_known,
                 },
             },
         );
+    }
+
+    /// Installs the graph titles parsed after a durable dispatch on the job and on its
+    /// registered prompt; returns whether that dispatch is still the job's current attempt.
+    pub(super) fn install_titles(
+        &mut self,
+        id: JobId,
+        prompt_id: Uuid,
+        titles: Arc<HashMap<String, (String, String)>>,
+    ) -> bool {
+        let Some(live) = self.live.get_mut(&id) else {
+            return false;
+        };
+        if live.job.progress.prompt_id != Some(prompt_id)
+            || live.job.state() != JobState::Dispatched
+        {
+            return false;
+        }
+        let Some(node) = live
+            .job
+            .progress
+            .node
+            .as_deref()
+            .and_then(|name| self.fleet.get(name))
+        else {
+            return false;
+        };
+        // Only this task adds and removes entries, and the node cannot report a prompt that
+        // was not posted yet, so reading and writing back the entry loses nothing.
+        let key = prompt_id.to_string();
+        let Some(mut prompt) = node.prompts.get(&key) else {
+            return false;
+        };
+        prompt.titles = Arc::clone(&titles);
+        node.prompts.insert(key, prompt);
+        live.titles = Some(titles);
+        true
     }
 }
 
@@ -205,6 +259,36 @@ mod tests {
             started_at: None,
             last_event: Instant::now(),
         }
+    }
+
+    #[test]
+    fn a_live_job_is_hollow_yet_placed_as_the_full_job() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/sdxl-portrait.json"
+        );
+        let workflow = bytes::Bytes::from(std::fs::read(path).expect("example workflow"));
+        let analysed = crate::analysis::analyse(&workflow).expect("valid workflow");
+        let mut spec = crate::job::JobSpec::new(analysed.forward, "tenant-a");
+        spec.analysis = analysed.analysis;
+        spec.priority = 3;
+        spec.required_labels.insert("gpu".into(), "a100".into());
+        let job = Job::new(spec, SystemTime::now());
+        let expected = crate::analysis::job_view(&job, 7);
+        assert!(expected.checkpoint.is_some() && !expected.required_models.is_empty());
+
+        let mut analyses = shared::Analyses::default();
+        let needs = analyses.share(job.spec.analysis.clone());
+        let log = Arc::new(EventLog::new(job.id, 8, 8));
+        let live = Live::new(job.clone(), 7, needs, expected.vram_need, log);
+        assert!(
+            live.job.spec.workflow.is_empty(),
+            "the bytes stay in the journal"
+        );
+        assert!(live.job.spec.analysis.required_classes.is_empty());
+        assert_eq!(live.view(), expected);
+        assert_eq!(live.cost(), expected.cost);
+        assert_eq!(live.full_job().spec.analysis, job.spec.analysis);
     }
 
     #[test]

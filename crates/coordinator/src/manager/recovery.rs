@@ -20,18 +20,22 @@ impl Manager {
         self.next_arrival += 1;
         let arrival = self.next_arrival;
         let log = self.hub.open(id);
-        let view = crate::analysis::job_view(&job, arrival);
         let started = job.state() == JobState::Running;
         let attempt = job.progress.attempt;
-        let mut live = Live::new(job, arrival, view.clone(), log);
+        // The journal gave the workflow with the job: parse the titles now, before the record
+        // drops the bytes, for the events of the attempt being reattached.
+        let titles = crate::analysis::titles(&job.spec.workflow);
+        let mut live = self.keep(job, arrival, log);
+        live.titles = Some(Arc::clone(&titles));
         live.dispatched = Some(Instant::now());
         live.posted = true;
-        let _entered = live.span.clone().entered();
+        let cost = live.cost();
+        let _entered = live.span().entered();
         info!(
             ?prompt_id,
             attempt, "recovered a job that was on a node; reconciling"
         );
-        self.live.insert(id, live);
+        self.live.insert(id, Box::new(live));
         self.metrics.jobs_running.inc();
         let (Some(node), Some(prompt_id)) = (node, prompt_id) else {
             // Its node left the configuration: the attempt cannot be checked, so retry it.
@@ -45,16 +49,12 @@ impl Manager {
             }
             return;
         };
-        let titles = match self.live.get_mut(&id) {
-            Some(live) => live.titles(),
-            None => return,
-        };
         node.prompts.insert(
             prompt_id.to_string(),
             OurPrompt {
                 job: id,
                 attempt,
-                cost: view.cost,
+                cost,
                 titles,
                 dispatched_at: Instant::now(),
                 seen: false,
@@ -73,7 +73,7 @@ impl Manager {
                 let Some(live) = self.live.get_mut(&job) else {
                     return;
                 };
-                let _entered = live.span.clone().entered();
+                let _entered = live.span().entered();
                 if live.job.progress.prompt_id.map(|p| p.to_string()) != Some(prompt_id) {
                     return;
                 }

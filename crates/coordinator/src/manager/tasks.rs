@@ -30,6 +30,9 @@ pub enum PostError {
     /// The journal refused to record the attempt, so the prompt was not posted.
     #[error("the journal refused to record the attempt; the prompt was not posted")]
     Unrecorded,
+    /// The attempt ended (or the job moved on) before its prompt was posted, so it was not.
+    #[error("the attempt ended before its prompt was posted")]
+    Superseded,
     /// The request failed; `sent` says whether it may have reached the node.
     #[error("{error}")]
     Transport {
@@ -44,7 +47,7 @@ impl PostError {
     /// Whether the node certainly did not queue the prompt, so another POST is safe.
     pub fn certainly_not_received(&self) -> bool {
         match self {
-            Self::Rejected(_) | Self::NodeGone | Self::Unrecorded => true,
+            Self::Rejected(_) | Self::NodeGone | Self::Unrecorded | Self::Superseded => true,
             Self::Transport { maybe_received, .. } => !maybe_received,
         }
     }

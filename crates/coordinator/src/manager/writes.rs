@@ -25,7 +25,10 @@ impl Manager {
         let Some(write) = live.writes.pop_front() else {
             live.writing = false;
             if live.job.state().is_terminal() {
-                self.live.remove(&id);
+                self.forget(id);
+            } else if live.writes.capacity() > 0 {
+                // A requeued job may wait long; its emptied list should not keep its room.
+                live.writes = VecDeque::new();
             }
             return;
         };
@@ -37,12 +40,12 @@ impl Manager {
             After::Post { node, .. } => self.fleet.get(node),
             _ => None,
         };
-        let workflow = live.job.spec.workflow.clone();
-        let live_span = live.span.clone();
+        let live_span = live.span();
         let uploads = self.settings.uploads.clone();
         tokio::spawn(
             async move {
-                let ok = record_with_retry(&*store, id, &write).await;
+                let recorded = record_with_retry(&*store, id, &write).await;
+                let ok = recorded.is_some();
                 match write.then {
                     After::Nothing => {}
                     After::Append(events) => {
@@ -54,17 +57,29 @@ impl Manager {
                         node: node_name,
                         prompt_id,
                         event,
+                        titles,
                     } => {
                         let _ = log.append(*event);
-                        let result = match node {
+                        let result = match (node, recorded) {
                             // Never POST an attempt the journal does not hold: after a restart
                             // nobody would know to look for the prompt on the node.
-                            Some(_) if !ok => Err(tasks::PostError::Unrecorded),
-                            Some(node) => {
-                                tasks::post_prompt(&node, &workflow, prompt_id, uploads.as_ref())
+                            (Some(_), None) => Err(tasks::PostError::Unrecorded),
+                            (Some(node), Some(job)) => {
+                                // The journal's copy is the exact bytes the caller sent.
+                                let workflow = job.spec.workflow;
+                                if titles || install_titles(&tx, id, prompt_id, &workflow).await {
+                                    tasks::post_prompt(
+                                        &node,
+                                        &workflow,
+                                        prompt_id,
+                                        uploads.as_ref(),
+                                    )
                                     .await
+                                } else {
+                                    Err(tasks::PostError::Superseded)
+                                }
                             }
-                            None => Err(tasks::PostError::NodeGone),
+                            (None, _) => Err(tasks::PostError::NodeGone),
                         };
                         let _ = tx.send(Msg::Posted {
                             id,
@@ -88,6 +103,25 @@ impl Manager {
     }
 }
 
+/// Parses the graph titles of a dispatched job and has the manager install them on its
+/// prompt before the POST; returns whether the attempt is still current.
+async fn install_titles(
+    tx: &mpsc::UnboundedSender<Msg>,
+    id: JobId,
+    prompt_id: Uuid,
+    workflow: &bytes::Bytes,
+) -> bool {
+    let titles = crate::analysis::titles(workflow);
+    let (reply, answer) = oneshot::channel();
+    let asked = tx.send(Msg::Titles {
+        id,
+        prompt_id,
+        titles,
+        reply,
+    });
+    asked.is_ok() && answer.await.unwrap_or(false)
+}
+
 /// The first pause after a failed journal write; it doubles up to [`WRITE_RETRY_MAX`].
 const WRITE_RETRY_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between tries of one journal write.
@@ -95,21 +129,22 @@ const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Writes one change, trying again with backoff while the failure is transient (the disk,
 /// SQLite), so a failed write does not leave the journal behind memory. The job's later
-/// writes wait meanwhile, which keeps its order. Returns whether the change is durable.
+/// writes wait meanwhile, which keeps its order. Returns the job as stored (with its
+/// workflow) once the change is durable, `None` if the journal refused it.
 ///
 /// NOTE: while the journal keeps failing, the job's writes (and the events and POST that
 /// follow them) wait indefinitely; the job resumes when the disk recovers. A refused write
 /// (illegal transition, unknown job) is not retried: it would fail the same way.
-async fn record_with_retry(store: &dyn JobStore, id: JobId, write: &Write) -> bool {
+async fn record_with_retry(store: &dyn JobStore, id: JobId, write: &Write) -> Option<Job> {
     let mut pause = WRITE_RETRY_MIN;
     let mut failures = 0u32;
     loop {
         match store.record(id, write.change.clone(), write.at).await {
-            Ok(_) => {
+            Ok(job) => {
                 if failures > 0 {
                     info!(failures, "journal write succeeded after retrying");
                 }
-                return true;
+                return Some(job);
             }
             Err(error) if error.is_transient() => {
                 failures += 1;
@@ -119,7 +154,7 @@ async fn record_with_retry(store: &dyn JobStore, id: JobId, write: &Write) -> bo
             }
             Err(error) => {
                 warn!(%error, "journal refused the write; the journal keeps the job's previous state");
-                return false;
+                return None;
             }
         }
     }
@@ -196,7 +231,15 @@ mod tests {
         let cancel = StateChange::Cancel {
             reason: "test".into(),
         };
-        assert!(record_with_retry(&store, id, &write(cancel.clone())).await);
+        let stored = record_with_retry(&store, id, &write(cancel.clone()))
+            .await
+            .expect("durable after retries");
+        assert_eq!(stored.state(), JobState::Cancelled);
+        assert_eq!(
+            stored.spec.workflow.as_ref(),
+            b"{}",
+            "the stored job comes back with its workflow"
+        );
         assert_eq!(
             store.failures.load(Ordering::SeqCst),
             0,
@@ -209,6 +252,10 @@ mod tests {
             "the terminal write is durable"
         );
         // Cancelling a cancelled job is refused by the journal: not retried forever.
-        assert!(!record_with_retry(&store, id, &write(cancel)).await);
+        assert!(
+            record_with_retry(&store, id, &write(cancel))
+                .await
+                .is_none()
+        );
     }
 }
