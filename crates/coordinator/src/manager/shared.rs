@@ -5,6 +5,10 @@
 //! several sets of strings, about a kilobyte and a half for an SDXL graph, so a queue of
 //! 100,000 such jobs would hold the same sets 100,000 times. Live jobs instead hold an `Arc`
 //! of one shared copy, found by content when the job joins.
+//!
+//! NOTE: sharing is per whole analysis. Jobs whose analyses differ in any way (a different
+//! LoRA per job, say) each keep their own copy, and class and model names are not shared
+//! between different analyses; interning the names would shrink those queues further.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
