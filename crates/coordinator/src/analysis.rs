@@ -166,11 +166,25 @@ pub fn analyse(bytes: &Bytes) -> Result<Analysed, AnalysisError> {
 /// The job as placement sees it.
 pub fn job_view(job: &Job, arrival: u64) -> JobView {
     let analysis = &job.spec.analysis;
+    let vram_need =
+        estimate_vram(analysis).saturating_add(estimate_activations(&job.spec.workflow));
+    placement_view(job, analysis, arrival, vram_need)
+}
+
+/// The placement view of `job` with `analysis` standing for its own (queued jobs share one
+/// copy of equal analyses) and a VRAM need worked out beforehand (it needs the workflow bytes,
+/// which queued jobs do not keep).
+pub fn placement_view(
+    job: &Job,
+    analysis: &WorkflowAnalysis,
+    arrival: u64,
+    vram_need: u64,
+) -> JobView {
     let mut view = JobView::new(job.id.to_string(), arrival);
     view.priority = job.spec.priority;
-    view.tenant = job.spec.tenant.clone();
-    view.required_labels = job.spec.required_labels.clone();
-    view.required_classes = analysis.required_classes.clone();
+    view.tenant.clone_from(&job.spec.tenant);
+    view.required_labels.clone_from(&job.spec.required_labels);
+    view.required_classes.clone_from(&analysis.required_classes);
     view.required_models = analysis
         .models
         .iter()
@@ -180,11 +194,15 @@ pub fn job_view(job: &Job, arrival: u64) -> JobView {
                 .map(move |name| ModelFile::new(folder.clone(), name.clone()))
         })
         .collect::<BTreeSet<_>>();
-    view.cost = analysis.cost.max(0.0) as u64;
+    view.cost = cost_units(analysis);
     view.checkpoint = main_model(analysis);
-    view.vram_need =
-        estimate_vram(analysis).saturating_add(estimate_activations(&job.spec.workflow));
+    view.vram_need = vram_need;
     view
+}
+
+/// The job's estimated work in whole cost units, as placement counts it.
+pub fn cost_units(analysis: &WorkflowAnalysis) -> u64 {
+    analysis.cost.max(0.0) as u64
 }
 
 /// The model a job loads first: its checkpoint, else its diffusion model.

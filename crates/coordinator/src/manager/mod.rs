@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use scheduler::{JobView, ModelFile, Policy, QueueOrder, Snapshot};
+use scheduler::{JobView, Policy, QueueOrder, Snapshot};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 use uuid::Uuid;
@@ -356,34 +356,15 @@ impl Live {
         job
     }
 
-    /// The estimated cost in cost units, as [`crate::analysis::job_view`] computes it.
+    /// The estimated cost in cost units, as placement counts it.
     fn cost(&self) -> u64 {
-        self.needs.cost.max(0.0) as u64
+        crate::analysis::cost_units(&self.needs)
     }
 
     /// The job as placement sees it, built from the shared analysis; equal to what
     /// [`crate::analysis::job_view`] makes of the full job (with the VRAM need kept here).
     fn view(&self) -> JobView {
-        let needs = &*self.needs;
-        let mut view = JobView::new(self.job.id.to_string(), self.arrival);
-        view.priority = self.job.spec.priority;
-        view.tenant.clone_from(&self.job.spec.tenant);
-        view.required_labels
-            .clone_from(&self.job.spec.required_labels);
-        view.required_classes.clone_from(&needs.required_classes);
-        view.required_models = needs
-            .models
-            .iter()
-            .flat_map(|(folder, names)| {
-                names
-                    .iter()
-                    .map(move |name| ModelFile::new(folder.clone(), name.clone()))
-            })
-            .collect();
-        view.cost = self.cost();
-        view.checkpoint = crate::analysis::main_model(needs);
-        view.vram_need = self.vram_need;
-        view
+        crate::analysis::placement_view(&self.job, &self.needs, self.arrival, self.vram_need)
     }
 }
 
