@@ -267,20 +267,7 @@ pub fn coordinator_binary(explicit: Option<&Path>) -> Result<PathBuf, BenchError
         Some(path) => path.to_path_buf(),
         None => match std::env::var_os("COMFYFLEET_BIN") {
             Some(path) => PathBuf::from(path),
-            None => {
-                let exe = std::env::current_exe()
-                    .map_err(|error| BenchError::Invalid(format!("own path: {error}")))?;
-                let dir = exe
-                    .parent()
-                    .ok_or_else(|| BenchError::Invalid("own path has no folder".into()))?;
-                // Test binaries live one level deeper, in <profile>/deps.
-                let dir = if dir.ends_with("deps") {
-                    dir.parent().unwrap_or(dir)
-                } else {
-                    dir
-                };
-                dir.join("comfyfleet")
-            }
+            None => profile_dir()?.join("comfyfleet"),
         },
     };
     if !path.is_file() {
@@ -290,6 +277,26 @@ pub fn coordinator_binary(explicit: Option<&Path>) -> Result<PathBuf, BenchError
         )));
     }
     Ok(path)
+}
+
+/// The cargo profile folder this executable runs from (`<target>/<profile>`), where the
+/// `comfyfleet` binary of the same build lives.
+///
+/// # Errors
+/// The executable's own path cannot be read.
+pub fn profile_dir() -> Result<PathBuf, BenchError> {
+    let exe = std::env::current_exe()
+        .map_err(|error| BenchError::Invalid(format!("own path: {error}")))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| BenchError::Invalid("own path has no folder".into()))?;
+    // Test binaries live one level deeper, in <profile>/deps.
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    Ok(dir.to_path_buf())
 }
 
 /// What the generated configuration sets beyond the defaults.

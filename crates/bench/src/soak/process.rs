@@ -19,17 +19,8 @@ pub fn binary() -> Result<PathBuf, BenchError> {
     if let Some(path) = std::env::var_os("COMFYFLEET_BIN") {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe()
-        .map_err(|error| BenchError::Invalid(format!("own path: {error}")))?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| BenchError::Invalid("own path has no folder".into()))?;
-    // Test binaries live one level deeper, in <profile>/deps.
-    let dir = if dir.ends_with("deps") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
+    let dir = bench::scale::profile_dir()?;
+    let dir = dir.as_path();
     let binary = dir.join("comfyfleet");
     let release = dir.file_name().is_some_and(|name| name == "release");
     let target = dir.parent().unwrap_or(dir);
