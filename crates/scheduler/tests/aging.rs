@@ -1,5 +1,7 @@
 //! Property tests of expected-finish's queue reordering: node-side checkpoint selection and
 //! holding may let a job wait, but every such wait is counted and bounded (no starvation).
+//! A job passed on a node it declined (it was held for a faster busy one) counts as held, not
+//! overtaken; held rounds have their own bound.
 
 mod support;
 
@@ -20,18 +22,20 @@ fn config_strategy() -> impl Strategy<Value = ExpectedFinishConfig> {
         0_usize..=6,
         prop_oneof![Just(0.0), 0.5_f64..=1.0],
         1_usize..=3,
+        1_u32..=4,
     )
-        .prop_map(
-            |(max_skips, window, hold_ratio, pick_among)| ExpectedFinishConfig {
+        .prop_map(|(max_skips, window, hold_ratio, pick_among, max_holds)| {
+            ExpectedFinishConfig {
                 max_skips,
+                max_holds,
                 window,
                 hold_ratio,
                 pick_among,
                 model_load_secs: 2.0,
                 thrash_penalty_secs: 3.0,
                 ..ExpectedFinishConfig::default()
-            },
-        )
+            }
+        })
 }
 
 proptest! {
@@ -57,6 +61,7 @@ proptest! {
         }
         for (q, job) in snapshot.jobs().iter().enumerate() {
             prop_assert!(policy.skips_of(&job.id) <= config.max_skips, "{} over the bound", job.id);
+            prop_assert!(policy.holds_of(&job.id) <= config.max_holds, "{} held too often", job.id);
             if node_of.contains_key(&job.id) {
                 continue;
             }
@@ -78,7 +83,7 @@ proptest! {
             });
             if idle_for_it || passed {
                 prop_assert!(
-                    policy.skips_of(&job.id) >= 1,
+                    policy.skips_of(&job.id) + policy.holds_of(&job.id) >= 1,
                     "{} waited (idle slot {idle_for_it}, passed {passed}) without being counted",
                     job.id
                 );
@@ -87,7 +92,8 @@ proptest! {
     }
 
     /// Over many rounds on a fleet whose nodes free up in turns, no job is passed on a node it
-    /// could use more than `max_skips` times, and every runnable job is eventually placed.
+    /// could use more than `max_skips` times in rounds where it was not held, no job is held in
+    /// more than `max_holds` rounds, and every runnable job is eventually placed.
     #[test]
     fn no_job_starves(
         nodes in fleet_strategy(5),
@@ -112,6 +118,7 @@ proptest! {
         let mut policy = ExpectedFinish::new(config.clone()).expect("valid settings");
         let mut rng = StdRng::seed_from_u64(seed);
         let mut passed: HashMap<JobId, u32> = HashMap::new();
+        let mut holds: HashMap<JobId, u32> = HashMap::new();
         let rounds = 40 * (queue.len() + 1);
         for round in 0..rounds {
             if queue.is_empty() {
@@ -131,6 +138,13 @@ proptest! {
                 plan.assignments.iter().map(|a| (&a.job, &a.node)).collect();
             let ordered = snapshot.jobs();
             for (q, job) in ordered.iter().enumerate() {
+                let held_now = policy.holds_of(&job.id) > *holds.get(&job.id).unwrap_or(&0);
+                holds.insert(job.id.clone(), policy.holds_of(&job.id));
+                if held_now {
+                    prop_assert!(!node_of.contains_key(&job.id), "{} held and placed", job.id);
+                    prop_assert!(policy.holds_of(&job.id) <= config.max_holds);
+                    continue;
+                }
                 if node_of.contains_key(&job.id) {
                     continue;
                 }

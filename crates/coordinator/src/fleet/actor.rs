@@ -522,11 +522,14 @@ fn relay(node: &Node, context: &ActorContext, event: WsEvent, current_prompt: &m
                 None
             }
         },
-        WsEvent::Progress(progress) => Some(JobEvent::Progress {
-            node_id: progress.node.unwrap_or_default(),
-            value: progress.value.max(0.0) as u64,
-            max: progress.max.max(0.0) as u64,
-        }),
+        WsEvent::Progress(progress) => {
+            node.prompts.mark_sampling(&prompt_id);
+            Some(JobEvent::Progress {
+                node_id: progress.node.unwrap_or_default(),
+                value: progress.value.max(0.0) as u64,
+                max: progress.max.max(0.0) as u64,
+            })
+        }
         WsEvent::Executed(executed) => Some(JobEvent::NodeExecuted {
             node_id: executed.node,
             outputs: executed

@@ -195,7 +195,7 @@ impl Node {
     /// The node as the placement policy sees it.
     pub fn view(&self) -> NodeView {
         let status = self.status().clone();
-        let prompts = self.prompts.summary();
+        let prompts = self.prompts.summary_at(Instant::now(), status.speed);
         let mut view = NodeView::new(self.spec.name.clone());
         view.health = status.health;
         view.draining = status.draining || status.leaving;

@@ -29,6 +29,8 @@ pub struct OurPrompt {
     pub started: bool,
     /// When the node said it started executing it (`execution_start`).
     pub started_at: Option<Instant>,
+    /// When its first sampler step was reported (`progress`): the work after any model load.
+    pub sampling_since: Option<Instant>,
     /// When the node last said anything about it (or it was dispatched or last checked), for
     /// the stall watchdog.
     pub last_event: Instant,
@@ -41,8 +43,28 @@ pub struct PromptSummary {
     pub total: u32,
     /// Our prompts the node has not shown yet (in flight).
     pub unseen: u32,
-    /// Summed cost of our prompts.
+    /// Summed cost of our prompts still to do: a prompt that is running counts only the
+    /// part its elapsed time has not covered yet (see [`PromptTable::summary_at`]).
     pub cost: u64,
+}
+
+/// Returns the part of `prompt`'s cost still to do at `now` on a node of `speed`.
+fn remaining_cost(prompt: &OurPrompt, now: Instant, speed: Option<f64>) -> u64 {
+    // Counted from the first sampler step: before it the node may still be loading the model,
+    // which the speed does not cover.
+    let (Some(started), Some(speed)) = (prompt.sampling_since, speed) else {
+        return prompt.cost;
+    };
+    if !(speed.is_finite() && speed > 0.0) {
+        return prompt.cost;
+    }
+    let floor = prompt.cost / 20;
+    let done = now.saturating_duration_since(started).as_secs_f64() * speed;
+    // Truncation is fine for an estimate; `as` saturates on overflow and NaN cannot occur
+    // (finite positive speed, finite elapsed time).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let done = done as u64;
+    prompt.cost.saturating_sub(done).max(floor)
 }
 
 /// Our prompts on one node, by prompt id.
@@ -85,6 +107,14 @@ impl PromptTable {
         Some((prompt.clone(), first))
     }
 
+    /// Notes the first `progress` event of the prompt: its sampler has started, so any model
+    /// load is behind it.
+    pub fn mark_sampling(&self, prompt_id: &str) {
+        if let Some(prompt) = self.lock().get_mut(prompt_id) {
+            prompt.sampling_since.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// Notes that the node just said something about the prompt (or that it was checked).
     pub fn touch(&self, prompt_id: &str) {
         if let Some(prompt) = self.lock().get_mut(prompt_id) {
@@ -120,14 +150,27 @@ impl PromptTable {
             .collect()
     }
 
-    /// Counts for placement.
+    /// Counts for placement, with the whole cost of every prompt.
     pub fn summary(&self) -> PromptSummary {
+        self.summary_at(Instant::now(), None)
+    }
+
+    /// Counts for placement at `now`, on a node working at `speed` cost units per second.
+    ///
+    /// With a known speed, a running prompt counts only its remaining cost: its cost less what
+    /// `speed` gets through in the time since its first sampler step. A node halfway through a long job is
+    /// closer to free than one that just began it, and the expected-finish estimate should say
+    /// so. A prompt past its expected time still counts a twentieth of its cost: it has not
+    /// finished, and the node may simply be slower than learnt.
+    pub fn summary_at(&self, now: Instant, speed: Option<f64>) -> PromptSummary {
         let table = self.lock();
         let mut summary = PromptSummary::default();
         for prompt in table.values() {
             summary.total += 1;
             summary.unseen += u32::from(!prompt.seen);
-            summary.cost = summary.cost.saturating_add(prompt.cost);
+            summary.cost = summary
+                .cost
+                .saturating_add(remaining_cost(prompt, now, speed));
         }
         summary
     }
@@ -140,5 +183,48 @@ impl PromptTable {
     /// Whether we have no prompt there.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn prompt(cost: u64, sampling_since: Option<Instant>) -> OurPrompt {
+        let now = Instant::now();
+        OurPrompt {
+            job: JobId::new(),
+            attempt: 1,
+            cost,
+            titles: Arc::default(),
+            dispatched_at: now,
+            seen: true,
+            started: sampling_since.is_some(),
+            started_at: sampling_since,
+            sampling_since,
+            last_event: now,
+        }
+    }
+
+    #[test]
+    fn a_running_prompt_counts_only_what_its_elapsed_time_has_not_covered() {
+        let start = Instant::now();
+        let table = PromptTable::default();
+        table.insert("running".into(), prompt(1_000, Some(start)));
+        table.insert("waiting".into(), prompt(500, None));
+        let later = start + Duration::from_secs(3);
+
+        // 3 s at 200 units/s covers 600 of the running prompt's 1,000.
+        assert_eq!(table.summary_at(later, Some(200.0)).cost, 400 + 500);
+        // Without a learnt speed nothing is subtracted.
+        assert_eq!(table.summary_at(later, None).cost, 1_500);
+        // An unusable speed is ignored rather than trusted.
+        assert_eq!(table.summary_at(later, Some(f64::NAN)).cost, 1_500);
+        // Overdue: the running prompt still counts a twentieth of its cost.
+        assert_eq!(table.summary_at(later, Some(1.0e9)).cost, 50 + 500);
+        let summary = table.summary_at(later, Some(200.0));
+        assert_eq!((summary.total, summary.unseen), (2, 0));
     }
 }

@@ -137,8 +137,15 @@ impl Manager {
                         let mut status = node.status();
                         status.jobs_done += 1;
                         // Each success teaches placement how fast this node is: the time from
-                        // the node starting the prompt to its end, against the job's cost.
-                        if let Some(started_at) = ended_prompt.as_ref().and_then(|p| p.started_at) {
+                        // its first sampler step (else from the prompt's start) to its end,
+                        // against the job's cost. Timing from the first step leaves a model load
+                        // out: a cold first job would otherwise teach a speed several times too
+                        // low, and a node judged slow is never given the job that would correct
+                        // it.
+                        if let Some(started_at) = ended_prompt
+                            .as_ref()
+                            .and_then(|p| p.sampling_since.or(p.started_at))
+                        {
                             let sample = SpeedSample {
                                 cost: ended_prompt.as_ref().map_or(0, |p| p.cost),
                                 execution_secs: started_at.elapsed().as_secs_f64(),

@@ -146,6 +146,7 @@ impl Manager {
                 seen: false,
                 started: false,
                 started_at: None,
+                sampling_since: None,
                 last_event: Instant::now(),
             },
         );
@@ -257,6 +258,7 @@ mod tests {
             seen: false,
             started: false,
             started_at: None,
+            sampling_since: None,
             last_event: Instant::now(),
         }
     }

@@ -60,6 +60,7 @@ impl Manager {
                 seen: false,
                 started,
                 started_at: None,
+                sampling_since: None,
                 last_event: Instant::now(),
             },
         );

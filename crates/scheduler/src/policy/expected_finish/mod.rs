@@ -19,14 +19,33 @@
 //!   held job adds its cost to that node's expected backlog, so once enough jobs wait for one
 //!   node, loading the model elsewhere becomes the better estimate (demand justifies the load).
 //!
-//! Both reorder the queue, so both are bounded by aging: a job is *overtaken* when a job behind
-//! it is placed on a node it could run on, or when it is held. Once a job has been overtaken
-//! `max_skips` times it is *due*: it is placed on its best free node as soon as one exists, and
-//! no job behind it may take a node it can run on first. The counts live in the policy between
-//! rounds, so no job waits for more than `max_skips` placements that could have been its own.
+//! Both reorder the queue, so both are bounded by aging, with two counts that live in the
+//! policy between rounds:
+//!
+//! - a job is *overtaken* when a job behind it is placed on a node it could run on, in a round
+//!   where it was not held;
+//! - a job is *held* once per round in which it declines every free node for a faster busy one.
+//!   The nodes it declined are not overtakes: it chose to wait, and a small job taking the slow
+//!   node it turned down does not delay it.
+//!
+//! Once a job has been overtaken `max_skips` times or held in `max_holds` rounds it is *due*: it
+//! is placed on its best free node as soon as one exists, and no job behind it may take a node
+//! it can run on first. So no job waits for more than `max_skips` placements that could have
+//! been its own, nor more than `max_holds` rounds for a node it prefers. Holds have their own,
+//! larger bound because a round passes at every event of the fleet: if each held round counted
+//! as an overtake, a job waiting a few hundred milliseconds for a fast GPU would become due and
+//! be pushed onto the slow one it had rightly declined.
 //!
 //! A node whose speed has not been learnt yet (no finished job) takes one job at a time, so a
 //! GPU that turns out to be much slower than the default guess strands at most one job.
+//!
+//! The thrash penalty looks past the queue. A checkpoint is *protected* on a node while jobs
+//! for it are queued, or while no more nodes hold it than its share of the recent arrivals
+//! (the last `demand_window` jobs seen) asks for: with 80% of recent jobs for one checkpoint on
+//! four nodes, up to four holders of it are protected. Evicting a protected checkpoint costs
+//! the thrash penalty on top of the load. Counting only queued jobs would let an idle node
+//! switch to the first odd job in a lull and switch back for the next common one; with the
+//! arrivals counted, a node loads another model only when enough work waits for it.
 //!
 //! Finally, to avoid several coordinators herding onto one node when estimates are close (they
 //! are only estimates), the policy picks at random, with the caller's seeded RNG, among the best
@@ -38,7 +57,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -67,12 +86,20 @@ pub struct ExpectedFinishConfig {
     /// How many queued jobs behind the head a node may pick from to keep its checkpoint.
     /// 0 disables node-side selection. Default 16.
     pub window: usize,
-    /// A job is held (left queued) when a busy node's estimate is at most this fraction of
-    /// the best free node's. 0 disables holding. Default 0.8.
+    /// A job is held (left queued) when a busy node's estimate is below this fraction of the
+    /// best free node's. 0 disables holding; 1 holds whenever a busy node is expected to finish
+    /// the job sooner. Default 1: the estimates count a running prompt's progress and a speed
+    /// timed from the first sampler step, so they are trusted as they are.
     pub hold_ratio: f64,
     /// Aging bound: after this many overtakes a job is placed next on its best free node.
     /// Default 8.
     pub max_skips: u32,
+    /// Aging bound for holding: a job held in this many rounds is placed next on its best free
+    /// node. Default 64.
+    pub max_holds: u32,
+    /// How many of the most recently arrived jobs the thrash rule counts towards each
+    /// checkpoint's share of demand; 0 counts queued jobs only. Default 32.
+    pub demand_window: usize,
 }
 
 impl Default for ExpectedFinishConfig {
@@ -83,8 +110,10 @@ impl Default for ExpectedFinishConfig {
             near_best_ratio: 0.05,
             pick_among: 2,
             window: 16,
-            hold_ratio: 0.8,
+            hold_ratio: 1.0,
             max_skips: 8,
+            max_holds: 64,
+            demand_window: 32,
         }
     }
 }
@@ -97,6 +126,12 @@ pub struct ExpectedFinish {
     /// Overtakes per queued job, carried between rounds; forgotten once a job leaves the
     /// snapshot (placed, cancelled or beyond the coordinator's window).
     skips: HashMap<JobId, u32>,
+    /// Rounds in which each queued job was held; forgotten like `skips`.
+    holds: HashMap<JobId, u32>,
+    /// Queued jobs already counted as arrivals.
+    seen: HashSet<JobId>,
+    /// Checkpoints of the last `demand_window` arrivals, oldest first.
+    recent: VecDeque<Option<String>>,
 }
 
 impl ExpectedFinish {
@@ -138,12 +173,35 @@ impl ExpectedFinish {
         Ok(Self {
             config,
             skips: HashMap::new(),
+            holds: HashMap::new(),
+            seen: HashSet::new(),
+            recent: VecDeque::new(),
         })
     }
 
     /// Returns how many times `job` has been overtaken so far.
     pub fn skips_of(&self, job: &JobId) -> u32 {
         self.skips.get(job).copied().unwrap_or(0)
+    }
+
+    /// Returns each checkpoint's count among the recent arrivals.
+    fn recent_counts(&self) -> HashMap<&str, usize> {
+        let mut counts = HashMap::new();
+        for checkpoint in self.recent.iter().flatten() {
+            *counts.entry(checkpoint.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Returns in how many rounds `job` has been held so far.
+    pub fn holds_of(&self, job: &JobId) -> u32 {
+        self.holds.get(job).copied().unwrap_or(0)
+    }
+
+    /// Whether `job` reached an aging bound: it goes next, on its best free node.
+    fn is_due(&self, job: &JobId) -> bool {
+        let holds = self.holds_of(job);
+        self.skips_of(job) >= self.config.max_skips || (holds > 0 && holds >= self.config.max_holds)
     }
 
     /// Returns the expected seconds until `job` would finish on node `index`, counting
@@ -154,7 +212,7 @@ impl ExpectedFinish {
         index: usize,
         round: &Round<'_>,
         extra_cost: u64,
-        demand: &HashMap<&str, u32>,
+        demand: &walk::Demand<'_>,
     ) -> f64 {
         let node = round.node(index);
         // Precision loss above 2^53 cost units is irrelevant for an estimate.
@@ -170,7 +228,7 @@ impl ExpectedFinish {
             && resident != Some(checkpoint)
         {
             secs += self.config.model_load_secs;
-            if resident.is_some_and(|r| demand.get(r).is_some_and(|&n| n > 0)) {
+            if resident.is_some_and(|r| demand.protects(r)) {
                 secs += self.config.thrash_penalty_secs;
             }
         }
@@ -185,9 +243,18 @@ impl Policy for ExpectedFinish {
 
     fn plan(&mut self, snapshot: &Snapshot, rng: &mut dyn RngCore) -> Plan {
         // Forget jobs that left the queue; the map stays as large as the window.
-        let queued: std::collections::HashSet<&JobId> =
-            snapshot.jobs().iter().map(|j| &j.id).collect();
+        let queued: HashSet<&JobId> = snapshot.jobs().iter().map(|j| &j.id).collect();
         self.skips.retain(|id, _| queued.contains(id));
+        self.holds.retain(|id, _| queued.contains(id));
+        self.seen.retain(|id| queued.contains(id));
+        for job in snapshot.jobs() {
+            if self.seen.insert(job.id.clone()) && self.config.demand_window > 0 {
+                self.recent.push_back(job.checkpoint.clone());
+                if self.recent.len() > self.config.demand_window {
+                    self.recent.pop_front();
+                }
+            }
+        }
         walk::plan_round(self, snapshot, rng)
     }
 }

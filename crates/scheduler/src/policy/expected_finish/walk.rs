@@ -2,7 +2,8 @@
 //! selection, bounded holding and aging.
 //!
 //! The walk keeps a *head*: the first job not yet placed or passed over. For the head it
-//! scores every free candidate node; then, unless the head is due (overtaken `max_skips` times):
+//! scores every free candidate node; then, unless the head is due (overtaken `max_skips` times
+//! or held in `max_holds` rounds):
 //!
 //! 1. if a busy node is expected to finish it clearly sooner, the head is held (left queued,
 //!    its cost added to that node's expected backlog) and the walk moves on, unless one more
@@ -13,10 +14,11 @@
 //! 3. otherwise the head goes to the chosen node.
 //!
 //! Every placement counts as an overtake for each earlier, still queued job that could have
-//! run on that node; a due job is never held and no job behind it may jump onto a node it can
-//! use, and a held job that becomes due sends the walk back to it, so the number of overtakes
-//! per job is bounded by `max_skips`. Eligibility, slot limits
-//! and "each job at most once" are enforced here exactly as in the shared greedy walk.
+//! run on that node, unless that job was held this round (it declined every free node); a due
+//! job is never held and no job behind it may jump onto a node it can use, and a job that
+//! becomes due sends the walk back to it, so overtakes per job are bounded by `max_skips` and
+//! held rounds by `max_holds`. Eligibility, slot limits and "each job at most once" are
+//! enforced here exactly as in the shared greedy walk.
 
 use std::collections::HashMap;
 
@@ -36,10 +38,13 @@ struct Walk<'s> {
     list_of: Vec<usize>,
     lists: Vec<Vec<usize>>,
     placed: Vec<bool>,
+    /// Jobs held this round: they declined every free node, so placements there do not
+    /// overtake them.
+    held: Vec<bool>,
     /// Cost of jobs held for a busy node this round, per node.
     held_cost: Vec<u64>,
-    /// Queued, not yet placed jobs per checkpoint.
-    demand: HashMap<&'s str, u32>,
+    /// What the thrash rule protects.
+    demand: Demand<'s>,
     /// (job index, node index) in placement order.
     assigned: Vec<(usize, usize)>,
     /// Earliest job that became due during the round; the walk goes back to it.
@@ -47,7 +52,7 @@ struct Walk<'s> {
 }
 
 impl<'s> Walk<'s> {
-    fn new(snapshot: &'s Snapshot) -> Self {
+    fn new(policy: &ExpectedFinish, snapshot: &'s Snapshot) -> Self {
         let jobs = snapshot.jobs();
         let nodes = snapshot.nodes();
         let round = Round::new(snapshot);
@@ -79,16 +84,28 @@ impl<'s> Walk<'s> {
                 })
             })
             .collect();
-        let mut demand: HashMap<&str, u32> = HashMap::new();
+        let mut queued: HashMap<&str, u32> = HashMap::new();
         for checkpoint in jobs.iter().filter_map(|j| j.checkpoint.as_deref()) {
-            *demand.entry(checkpoint).or_default() += 1;
+            *queued.entry(checkpoint).or_default() += 1;
         }
+        let mut holders: HashMap<&str, u32> = HashMap::new();
+        for index in 0..nodes.len() {
+            if let Some(resident) = round.resident_model(index) {
+                *holders.entry(resident).or_default() += 1;
+            }
+        }
+        let demand = Demand {
+            queued,
+            holders,
+            wanted: Demand::wanted_holders(policy, nodes),
+        };
         Self {
             jobs,
             round,
             list_of,
             lists,
             placed: vec![false; jobs.len()],
+            held: vec![false; jobs.len()],
             held_cost: vec![0; nodes.len()],
             demand,
             assigned: Vec::new(),
@@ -122,7 +139,7 @@ impl<'s> Walk<'s> {
     /// walk is sent back to it: it gets the next free node it can use before anyone behind it.
     fn place(&mut self, policy: &mut ExpectedFinish, job: usize, node: usize) {
         let passed: Vec<usize> = (0..job)
-            .filter(|&j| !self.placed[j] && self.can_use(j, node))
+            .filter(|&j| !self.placed[j] && !self.held[j] && self.can_use(j, node))
             .collect();
         for earlier in passed {
             let skips = policy
@@ -130,19 +147,20 @@ impl<'s> Walk<'s> {
                 .entry(self.jobs[earlier].id.clone())
                 .or_default();
             *skips += 1;
-            let due = *skips >= policy.config.max_skips;
+            let due = policy.is_due(&self.jobs[earlier].id);
             if due && self.rewind.is_none_or(|r| earlier < r) {
                 self.rewind = Some(earlier);
             }
         }
         self.placed[job] = true;
+        let before = self.round.resident_model(node);
         self.round.assign(node, &self.jobs[job]);
-        if let Some(n) = self.jobs[job]
-            .checkpoint
-            .as_deref()
-            .and_then(|c| self.demand.get_mut(c))
-        {
-            *n = n.saturating_sub(1);
+        let after = self.round.resident_model(node);
+        if let Some(checkpoint) = self.jobs[job].checkpoint.as_deref() {
+            self.demand.placed(checkpoint);
+        }
+        if before != after {
+            self.demand.switched(before, after);
         }
         self.assigned.push((job, node));
     }
@@ -167,11 +185,76 @@ impl<'s> Walk<'s> {
                 return Some(k);
             }
             // A due job that could use this node blocks everything behind it from this node.
-            if policy.skips_of(&self.jobs[k].id) >= policy.config.max_skips {
+            if policy.is_due(&self.jobs[k].id) {
                 return None;
             }
         }
         None
+    }
+}
+
+/// What the thrash rule protects: checkpoints with queued jobs, and checkpoints held by no more
+/// nodes than their share of recent arrivals asks for.
+pub(super) struct Demand<'s> {
+    /// Queued, not yet placed jobs per checkpoint.
+    queued: HashMap<&'s str, u32>,
+    /// Nodes expected to hold each checkpoint, counting this round's assignments.
+    holders: HashMap<&'s str, u32>,
+    /// Per checkpoint, how many nodes its share of the recent arrivals asks for (rounded up,
+    /// so any recent demand asks for one).
+    wanted: HashMap<String, u32>,
+}
+
+impl<'s> Demand<'s> {
+    fn wanted_holders(
+        policy: &ExpectedFinish,
+        nodes: &[crate::view::NodeView],
+    ) -> HashMap<String, u32> {
+        let counts = policy.recent_counts();
+        let total: usize = counts.values().sum();
+        let fleet = nodes
+            .iter()
+            .filter(|n| n.slot_limit > 0 && crate::eligibility::is_available(n))
+            .count();
+        counts
+            .into_iter()
+            .map(|(checkpoint, count)| {
+                // Small counts; the ceiling of a share of the fleet fits easily.
+                #[allow(
+                    clippy::cast_precision_loss,
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss
+                )]
+                let wanted = ((count as f64 / total.max(1) as f64) * fleet as f64).ceil() as u32;
+                (checkpoint.to_owned(), wanted.max(1))
+            })
+            .collect()
+    }
+
+    /// Whether evicting `checkpoint` from a node that holds it is thrash.
+    pub(super) fn protects(&self, checkpoint: &str) -> bool {
+        if self.queued.get(checkpoint).is_some_and(|&n| n > 0) {
+            return true;
+        }
+        let holders = self.holders.get(checkpoint).copied().unwrap_or(0);
+        self.wanted
+            .get(checkpoint)
+            .is_some_and(|&wanted| holders <= wanted)
+    }
+
+    fn placed(&mut self, checkpoint: &str) {
+        if let Some(n) = self.queued.get_mut(checkpoint) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn switched(&mut self, from: Option<&'s str>, to: Option<&'s str>) {
+        if let Some(n) = from.and_then(|c| self.holders.get_mut(c)) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(to) = to {
+            *self.holders.entry(to).or_default() += 1;
+        }
     }
 }
 
@@ -181,7 +264,7 @@ pub(super) fn plan_round(
     snapshot: &Snapshot,
     rng: &mut dyn RngCore,
 ) -> Plan {
-    let mut walk = Walk::new(snapshot);
+    let mut walk = Walk::new(policy, snapshot);
     let mut slots_left = walk.slots_left();
     let mut free: Vec<(f64, usize)> = Vec::new();
     let mut head = 0;
@@ -189,7 +272,8 @@ pub(super) fn plan_round(
         if let Some(due) = walk.rewind.take() {
             head = head.min(due);
         }
-        if walk.placed[head] {
+        // A job held earlier in this round keeps waiting when the walk comes back past it.
+        if walk.placed[head] || walk.held[head] {
             head += 1;
             continue;
         }
@@ -213,11 +297,11 @@ pub(super) fn plan_round(
         // Estimates are finite (validated settings, positive speeds); total_cmp keeps the order
         // total anyway, and the node index (name order) breaks ties.
         free.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let due = policy.skips_of(&job.id) >= policy.config.max_skips;
+        let due = policy.is_due(&job.id);
 
-        // Holding counts as an overtake; a job is held only while that keeps it below the aging
-        // bound, so it never becomes due behind the walk's back.
-        let may_hold = policy.skips_of(&job.id).saturating_add(1) < policy.config.max_skips;
+        // A job held in its last allowed round becomes due only for the next round; this round
+        // it has declined the free nodes, so nothing behind it overtakes it meanwhile.
+        let may_hold = !due && policy.holds_of(&job.id) < policy.config.max_holds;
         if may_hold && policy.config.hold_ratio > 0.0 {
             let busy = eligible
                 .iter()
@@ -231,7 +315,8 @@ pub(super) fn plan_round(
             if let Some((secs, node)) = busy
                 && secs < free[0].0 * policy.config.hold_ratio
             {
-                *policy.skips.entry(job.id.clone()).or_default() += 1;
+                *policy.holds.entry(job.id.clone()).or_default() += 1;
+                walk.held[head] = true;
                 walk.held_cost[node] = walk.held_cost[node].saturating_add(job.cost);
                 head += 1;
                 continue;
