@@ -105,6 +105,9 @@ pub struct Comparison {
     pub service_factor: f64,
     /// Fewest model loads any schedule needs, see [`Scenario::min_model_loads`].
     pub min_model_loads: usize,
+    /// Fewest model loads of a schedule that keeps up with moving demand, when demand moves;
+    /// see [`Scenario::keep_up_model_loads`].
+    pub keep_up_model_loads: Option<usize>,
     /// One entry per policy, in run order.
     pub runs: Vec<PolicyRun>,
     /// Each policy's figures against the targets, relative to least-loaded.
@@ -154,9 +157,13 @@ pub async fn compare(
         };
     }
     let min_model_loads = scenario.min_model_loads(&trace);
-    let targets = crate::targets::check(&runs, min_model_loads);
+    let keep_up_model_loads = scenario
+        .keep_up_model_loads(&trace, service_factor)
+        .map(|loads| loads.max(min_model_loads));
+    let targets = crate::targets::check(&runs, min_model_loads, keep_up_model_loads);
     Ok(Comparison {
         min_model_loads,
+        keep_up_model_loads,
         targets,
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),

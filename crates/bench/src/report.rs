@@ -56,11 +56,18 @@ pub fn markdown(comparison: &Comparison) -> String {
             run.forbidden_placements,
         );
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "\nAchieved vs target (p95 relative to least-loaded; model loads relative to a minimum of {}):\n",
+        "\nAchieved vs target (p95 relative to least-loaded; model loads relative to a minimum of {}",
         comparison.min_model_loads
     );
+    if let Some(keep_up) = comparison.keep_up_model_loads {
+        let _ = write!(
+            out,
+            ", and to {keep_up} for a schedule that keeps up as demand moves (an estimate)"
+        );
+    }
+    out.push_str("):\n\n");
     out.push_str(&crate::targets::markdown(&comparison.targets));
     out.push_str("\nFinal placements (class: node=jobs):\n\n");
     for run in &comparison.runs {

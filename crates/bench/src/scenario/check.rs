@@ -88,6 +88,20 @@ impl Scenario {
         if self.total_jobs() == 0 {
             problems.push("the load has no jobs".to_owned());
         }
+        let overrides = &self.coordinator.expected_finish;
+        if overrides
+            .thrash_penalty_loads
+            .is_some_and(|x| !(x.is_finite() && x >= 0.0))
+        {
+            problems
+                .push("coordinator.expected_finish.thrash_penalty_loads must be >= 0".to_owned());
+        }
+        if overrides
+            .hold_ratio
+            .is_some_and(|x| !(0.0..=1.0).contains(&x))
+        {
+            problems.push("coordinator.expected_finish.hold_ratio must be in 0..=1".to_owned());
+        }
         let names: Vec<String> = self.node_configs().into_iter().map(|n| n.name).collect();
         for fault in &self.faults {
             if !names.contains(&fault.node) {

@@ -42,7 +42,8 @@ mod spec;
 mod trace;
 
 pub use spec::{
-    Burst, CoordinatorSettings, Fault, Forbid, JobKind, Load, NodeGroup, Scenario, TraceJob,
+    Burst, CoordinatorSettings, ExpectedFinishOverrides, Fault, Forbid, JobKind, Load, NodeGroup,
+    Scenario, TraceJob,
 };
 
 #[cfg(test)]

@@ -169,6 +169,21 @@ pub struct CoordinatorSettings {
     pub slots_per_node: Option<u32>,
     /// Wall seconds allowed for one policy's run. Default 90.
     pub deadline_s: u64,
+    /// Expected-finish settings that differ from what the bench derives from the fleet.
+    pub expected_finish: ExpectedFinishOverrides,
+}
+
+/// Expected-finish settings a scenario may set; unset ones keep the bench's choice (load and
+/// thrash penalties from the emulator's model-load time, the rest the policy's defaults).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpectedFinishOverrides {
+    /// Thrash penalty as a multiple of the model-load time. Default 1.
+    pub thrash_penalty_loads: Option<f64>,
+    /// See `ExpectedFinishConfig::hold_ratio`.
+    pub hold_ratio: Option<f64>,
+    /// See `ExpectedFinishConfig::demand_window`.
+    pub demand_window: Option<usize>,
 }
 
 impl Default for CoordinatorSettings {
@@ -178,6 +193,7 @@ impl Default for CoordinatorSettings {
             node_down_grace_ms: 2000,
             slots_per_node: None,
             deadline_s: 90,
+            expected_finish: ExpectedFinishOverrides::default(),
         }
     }
 }

@@ -113,3 +113,40 @@ fn groups_expand_to_named_nodes() {
         .collect();
     assert_eq!(names, vec!["gpu-0", "gpu-1"]);
 }
+
+#[test]
+fn keep_up_loads_follow_the_demand_windows() {
+    let s = scenario();
+    // Hand-made trace on two nodes (20 units/s each at 0.05 s per step) with 10 s windows,
+    // so one node does 200 units per window. Mix entry 0 is 10 units, entry 1 is 80.
+    let job = |at_s: f64, kind: usize| TraceJob {
+        at_s,
+        kind,
+        seed: 0,
+    };
+    let mut trace = Vec::new();
+    // Window 0: 15 a-jobs (150 units, one holder) and 3 b-jobs (240 units, two holders):
+    // three holders wanted on two nodes, so one node switches within the window.
+    trace.extend((0..15).map(|i| job(f64::from(i) * 0.5, 0)));
+    trace.extend((0..3).map(|i| job(f64::from(i), 1)));
+    // Window 1: only a, 300 units: two holders.
+    trace.extend((0..30).map(|i| job(10.0 + f64::from(i) * 0.3, 0)));
+    // Window 2: only b, 160 units: one holder.
+    trace.extend((0..2).map(|i| job(20.0 + f64::from(i), 1)));
+    trace.sort_by(|x, y| x.at_s.total_cmp(&y.at_s));
+    // Window 0: one switch within it, and both nodes load b (the larger shortfall), 3.
+    // Window 1: both nodes load a, 2. Window 2: one node loads b, 1.
+    assert_eq!(s.keep_up_model_loads(&trace, 1.0), Some(3 + 2 + 1));
+    // Doubling the work per job: window 0 wants 2 a-holders and 3 b-holders, capped at the
+    // 2 nodes each: 2 switches within it, and both nodes load a (tie, name order), 4.
+    // Window 1 wants 3 a-holders and has the 2 there are. Window 2: both nodes load b, 2.
+    assert_eq!(s.keep_up_model_loads(&trace, 2.0), Some(4 + 2));
+
+    let mut steady = s.clone();
+    steady.load.alternate_every_s = None;
+    assert_eq!(
+        steady.keep_up_model_loads(&trace, 1.0),
+        None,
+        "demand does not move"
+    );
+}
