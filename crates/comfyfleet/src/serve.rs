@@ -38,7 +38,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub log_format: Option<String>,
     /// Placement policy: least-loaded, round-robin, random, least-loaded-affinity,
-    /// expected-finish [default: least-loaded].
+    /// expected-finish [default: `placement.kind` of the configuration, least-loaded].
     #[arg(long)]
     pub policy: Option<String>,
 }
@@ -115,15 +115,14 @@ fn load_config(args: &ServeArgs) -> Result<Loaded> {
             other => bail!("--log-format {other:?}: expected text or json"),
         };
     }
-    let policy = match &args.policy {
-        Some(name) => Some(scheduler::PolicyConfig {
-            kind: name
-                .parse()
-                .map_err(|error| anyhow::anyhow!("--policy: {error}"))?,
-            ..Default::default()
-        }),
-        None => None,
-    };
+    // The flag picks the policy; its settings still come from `[placement]`.
+    let mut policy = config.placement.clone();
+    if let Some(name) = &args.policy {
+        policy.kind = name
+            .parse()
+            .map_err(|error| anyhow::anyhow!("--policy: {error}"))?;
+    }
+    let policy = Some(policy);
     Ok((config, policy, unknown))
 }
 

@@ -63,6 +63,9 @@ pub struct Config {
     pub events: EventsConfig,
     /// Admission limits.
     pub limits: LimitsConfig,
+    /// The placement policy and its settings (`[placement]`, `[placement.expected_finish]`).
+    /// Default least-loaded. The `--policy` flag of `serve` and `up` overrides `kind`.
+    pub placement: scheduler::PolicyConfig,
 }
 
 /// One ComfyUI node.
@@ -264,6 +267,7 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             events: EventsConfig::default(),
             limits: LimitsConfig::default(),
+            placement: scheduler::PolicyConfig::default(),
         }
     }
 }
@@ -442,6 +446,18 @@ impl Config {
             }
         }
         validate_sources(&self.discovery.sources, &mut problems);
+
+        // Every policy's settings are checked, not only the selected one's: `--policy` may pick
+        // another at start.
+        for kind in scheduler::PolicyKind::ALL {
+            let config = scheduler::PolicyConfig {
+                kind,
+                ..self.placement.clone()
+            };
+            if let Err(error) = scheduler::build_policy(&config) {
+                problems.push(format!("placement: {error}"));
+            }
+        }
 
         let positive = [
             ("retention", self.retention),
@@ -711,5 +727,51 @@ mod env_tests {
             Config::default(),
             "a failed override changes nothing"
         );
+    }
+
+    #[test]
+    fn placement_is_read_from_the_file_and_the_environment_and_checked() {
+        let text = r#"
+            [placement]
+            kind = "expected-finish"
+            [placement.expected_finish]
+            model_load_secs = 8.0
+            hold_ratio = 0.9
+        "#;
+        let mut config = Config::from_toml_str(text, Path::new("<text>")).expect("parses");
+        assert_eq!(config.placement.kind, scheduler::PolicyKind::ExpectedFinish);
+        assert_eq!(config.placement.expected_finish.model_load_secs, 8.0);
+        assert_eq!(
+            config.placement.expected_finish.max_holds, 64,
+            "unset keys keep defaults"
+        );
+        config.validate().expect("valid settings");
+
+        let vars = [
+            (
+                "COMFYFLEET_PLACEMENT_KIND".to_owned(),
+                "round-robin".to_owned(),
+            ),
+            (
+                "COMFYFLEET_PLACEMENT_EXPECTED_FINISH_DEMAND_WINDOW".to_owned(),
+                "16".to_owned(),
+            ),
+        ];
+        assert!(config.apply_env(vars).expect("applies").is_empty());
+        assert_eq!(config.placement.kind, scheduler::PolicyKind::RoundRobin);
+        assert_eq!(config.placement.expected_finish.demand_window, 16);
+
+        config.placement.expected_finish.hold_ratio = 2.0;
+        let error = config.validate().expect_err("ratio above 1").to_string();
+        assert!(
+            error.contains("placement") && error.contains("hold_ratio"),
+            "{error}"
+        );
+
+        let unknown =
+            Config::from_toml_str("[placement]\nkind = \"fastest\"\n", Path::new("<text>"))
+                .expect_err("no such policy")
+                .to_string();
+        assert!(unknown.contains("fastest"), "{unknown}");
     }
 }
