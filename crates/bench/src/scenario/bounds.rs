@@ -7,7 +7,8 @@ use super::{JobKind, Scenario, TraceJob};
 
 impl Scenario {
     /// Expected-finish settings for this fleet: the emulator's model-load time of the slowest
-    /// checkpoint in the mix, in wall seconds (an operator sets the same from their GPUs), and
+    /// checkpoint in the mix, in wall seconds (an operator sets the same from their GPUs), a
+    /// thrash penalty of twice that (as the policy's defaults, 20 s and 40 s), and
     /// the scenario's `[coordinator.expected_finish]` overrides. Other settings keep their
     /// defaults.
     pub fn expected_finish_config(&self) -> scheduler::ExpectedFinishConfig {
@@ -22,7 +23,7 @@ impl Scenario {
         let defaults = scheduler::ExpectedFinishConfig::default();
         scheduler::ExpectedFinishConfig {
             model_load_secs: load_s,
-            thrash_penalty_secs: load_s * overrides.thrash_penalty_loads.unwrap_or(1.0),
+            thrash_penalty_secs: load_s * overrides.thrash_penalty_loads.unwrap_or(2.0),
             hold_ratio: overrides.hold_ratio.unwrap_or(defaults.hold_ratio),
             demand_window: overrides.demand_window.unwrap_or(defaults.demand_window),
             ..defaults

@@ -178,7 +178,7 @@ pub struct CoordinatorSettings {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExpectedFinishOverrides {
-    /// Thrash penalty as a multiple of the model-load time. Default 1.
+    /// Thrash penalty as a multiple of the model-load time. Default 2.
     pub thrash_penalty_loads: Option<f64>,
     /// See `ExpectedFinishConfig::hold_ratio`.
     pub hold_ratio: Option<f64>,

@@ -74,8 +74,9 @@ use crate::view::{JobId, JobView};
 pub struct ExpectedFinishConfig {
     /// Seconds added when the node must load the job's checkpoint. Default 20.
     pub model_load_secs: f64,
-    /// Extra seconds when that load evicts a checkpoint other queued jobs still need.
-    /// Default 30.
+    /// Extra seconds when that load evicts a checkpoint that queued or recent jobs still want
+    /// (see the module documentation). Default 40: twice the default load, since an eviction
+    /// that demand did not justify is paid again when the checkpoint has to come back.
     pub thrash_penalty_secs: f64,
     /// Candidates whose estimate is within this ratio of the best are "near best" (0.05 = 5%).
     /// Default 0.05.
@@ -98,7 +99,7 @@ pub struct ExpectedFinishConfig {
     /// node. Default 64.
     pub max_holds: u32,
     /// How many of the most recently arrived jobs the thrash rule counts towards each
-    /// checkpoint's share of demand; 0 counts queued jobs only. Default 32.
+    /// checkpoint's share of demand; 0 counts queued jobs only. Default 64.
     pub demand_window: usize,
 }
 
@@ -106,14 +107,14 @@ impl Default for ExpectedFinishConfig {
     fn default() -> Self {
         Self {
             model_load_secs: 20.0,
-            thrash_penalty_secs: 30.0,
+            thrash_penalty_secs: 40.0,
             near_best_ratio: 0.05,
             pick_among: 2,
             window: 16,
             hold_ratio: 1.0,
             max_skips: 8,
             max_holds: 64,
-            demand_window: 32,
+            demand_window: 64,
         }
     }
 }

@@ -68,7 +68,7 @@ fn model_load_penalty_sends_the_job_to_the_node_holding_its_checkpoint() {
 #[test]
 fn does_not_evict_a_checkpoint_other_queued_jobs_still_need() {
     // Without the thrash penalty, j would go to idle b (1 s + 20 s load) rather than busy
-    // a (11 s + 20 s); evicting sd15, which "later" still needs, costs b 30 s more.
+    // a (11 s + 20 s); evicting sd15, which "later" still needs, costs b 40 s more.
     let a = node_for_test("a", 100.0, 1_000, Some("old"));
     let mut b = node_for_test("b", 100.0, 0, Some("sd15"));
     b.classes.insert("OnlyOnB".into());
@@ -380,7 +380,7 @@ fn a_job_held_in_max_holds_rounds_takes_the_free_node() {
 fn a_checkpoint_in_recent_demand_is_not_evicted_for_one_odd_job() {
     // Round 1: four x jobs arrive and run on a. Round 2: the queue holds one y job; a is idle
     // with x resident, b holds y but has 30 s of work. Loading y on a costs 20 s, evicting x
-    // (80% of recent arrivals) 30 s more, so y waits for b; counting queued jobs only, a's
+    // (80% of recent arrivals) 40 s more, so y waits for b; counting queued jobs only, a's
     // 21 s beats b's 31 s and a switches.
     let run = |demand_window| {
         let mut policy = with(ExpectedFinishConfig {
