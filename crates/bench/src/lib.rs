@@ -19,6 +19,7 @@
 pub mod driver;
 pub mod error;
 pub mod harness;
+pub mod oracle;
 pub mod overhead;
 pub mod placement;
 pub mod probe;

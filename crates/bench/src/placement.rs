@@ -108,6 +108,9 @@ pub struct Comparison {
     /// Fewest model loads of a schedule that keeps up with moving demand, when demand moves;
     /// see [`Scenario::keep_up_model_loads`].
     pub keep_up_model_loads: Option<usize>,
+    /// What a clairvoyant first-come-first-served scheduler reaches on the same arrivals,
+    /// see [`crate::oracle`]; `None` when a job class never finished in any run.
+    pub clairvoyant: Option<crate::oracle::Clairvoyant>,
     /// One entry per policy, in run order.
     pub runs: Vec<PolicyRun>,
     /// Each policy's figures against the targets, relative to least-loaded.
@@ -161,7 +164,9 @@ pub async fn compare(
         .keep_up_model_loads(&trace, service_factor)
         .map(|loads| loads.max(min_model_loads));
     let targets = crate::targets::check(&runs, min_model_loads, keep_up_model_loads);
+    let clairvoyant = crate::oracle::clairvoyant(scenario, &trace, &runs);
     Ok(Comparison {
+        clairvoyant,
         min_model_loads,
         keep_up_model_loads,
         targets,

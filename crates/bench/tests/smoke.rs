@@ -31,6 +31,9 @@ fn quick_mode_finishes_every_job_and_writes_the_report() {
     let jobs = placement["jobs"].as_u64().expect("placement.jobs");
     assert!(jobs > 0);
     assert!(placement["lower_bound_s"].as_f64().expect("lower_bound_s") > 0.0);
+    let reference = &placement["clairvoyant"]["end_to_end"];
+    assert_eq!(reference["count"].as_u64(), Some(jobs), "{placement}");
+    assert!(reference["p95_ms"].as_f64().unwrap_or(0.0) > 0.0, "{reference}");
     let runs = placement["runs"].as_array().expect("placement.runs");
     let policies: Vec<&str> = runs
         .iter()
@@ -85,5 +88,10 @@ fn quick_mode_finishes_every_job_and_writes_the_report() {
         assert!(!overhead[figure]["p99_ms"].is_null(), "{figure}: no p99");
     }
     assert!(overhead["throughput"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(out.path().join("quick.svg").exists());
+    let svg = std::fs::read_to_string(out.path().join("quick.svg")).expect("quick.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    // Three latency bars per policy, and its makespan and loads written under them.
+    assert_eq!(svg.matches("<title>").count(), 3 * runs.len(), "{svg}");
+    assert_eq!(svg.matches("× bound").count(), runs.len(), "{svg}");
+    assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
 }

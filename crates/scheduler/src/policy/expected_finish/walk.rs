@@ -5,9 +5,8 @@
 //! scores every free candidate node; then, unless the head is due (overtaken `max_skips` times
 //! or held in `max_holds` rounds):
 //!
-//! 1. if a busy node is expected to finish it clearly sooner, the head is held (left queued,
-//!    its cost added to that node's expected backlog) and the walk moves on, unless one more
-//!    overtake would make it due;
+//! 1. if a busy node is expected to finish it sooner (scaled by `hold_ratio`), the head is held
+//!    (left queued, its cost added to that node's expected backlog) and the walk moves on;
 //! 2. if the chosen node would have to switch checkpoint and a job within the window behind
 //!    the head needs the checkpoint resident there, that job takes the slot instead and the
 //!    head is scored again against what is left;
