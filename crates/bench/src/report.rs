@@ -188,16 +188,21 @@ pub fn svg(comparison: &Comparison) -> String {
         );
         let _ = writeln!(
             out,
-            "<text x=\"{centre:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">makespan {:.2}× bound · {} loads</text>",
-            top + plot_h + 32.0,
+            "<text x=\"{centre:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\" font-size=\"11\">makespan {:.2}× bound</text>",
+            top + plot_h + 31.0,
             run.makespan_over_bound,
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{centre:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\" font-size=\"11\">{} model loads</text>",
+            top + plot_h + 44.0,
             run.model_loads_total
         );
         if run.lost > 0 {
             let _ = writeln!(
                 out,
                 "<text x=\"{centre:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#c00\">{} lost</text>",
-                top + plot_h + 48.0,
+                top + plot_h + 57.0,
                 run.lost
             );
         }

@@ -54,6 +54,7 @@ pub struct Round<'s> {
     planned: Vec<u32>,
     planned_cost: Vec<u64>,
     resident: Vec<Option<&'s str>>,
+    resident_vram: Vec<u64>,
 }
 
 impl<'s> Round<'s> {
@@ -68,6 +69,7 @@ impl<'s> Round<'s> {
             planned: vec![0; nodes.len()],
             planned_cost: vec![0; nodes.len()],
             resident: nodes.iter().map(|n| n.resident_model.as_deref()).collect(),
+            resident_vram: nodes.iter().map(|n| n.resident_vram).collect(),
         }
     }
 
@@ -110,7 +112,14 @@ impl<'s> Round<'s> {
         self.planned_cost[index] = self.planned_cost[index].saturating_add(job.cost);
         if let Some(checkpoint) = job.checkpoint.as_deref() {
             self.resident[index] = Some(checkpoint);
+            self.resident_vram[index] = job.vram_need;
         }
+    }
+
+    /// Returns the estimated VRAM of the job that made the resident checkpoint resident (0
+    /// when unknown); see [`NodeView::resident_vram`].
+    pub fn resident_vram(&self, index: usize) -> u64 {
+        self.resident_vram[index]
     }
 }
 

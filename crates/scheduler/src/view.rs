@@ -135,6 +135,11 @@ pub struct NodeView {
     pub backlog_cost: u64,
     /// Checkpoint the node ran last, a best guess of what is resident in VRAM.
     pub resident_model: Option<String>,
+    /// Estimated VRAM, in bytes, of the job that made `resident_model` resident; 0 when
+    /// unknown. With it, placement can tell whether another job's checkpoint fits beside the
+    /// resident one (ComfyUI keeps both while VRAM allows) or has to evict it.
+    #[serde(default)]
+    pub resident_vram: u64,
     /// Learnt speed in cost units per second; `None` until measured (then [`DEFAULT_SPEED`]).
     pub speed: Option<f64>,
 }
@@ -159,6 +164,7 @@ impl NodeView {
             slot_limit: DEFAULT_SLOT_LIMIT,
             backlog_cost: 0,
             resident_model: None,
+            resident_vram: 0,
             speed: None,
         }
     }
@@ -173,6 +179,15 @@ impl NodeView {
     /// Returns how many more prompts the node may take now.
     pub fn free_slots(&self) -> u32 {
         self.slot_limit.saturating_sub(self.load())
+    }
+
+    /// Whether loading the checkpoint of a job needing `vram_need` bytes would push the
+    /// resident checkpoint out of VRAM. Unknown sizes count as an eviction.
+    pub fn load_evicts(&self, resident_vram: u64, vram_need: u64) -> bool {
+        self.vram_total == 0
+            || resident_vram == 0
+            || vram_need == 0
+            || resident_vram.saturating_add(vram_need) > self.vram_total
     }
 
     /// Returns whether the node has the model file.

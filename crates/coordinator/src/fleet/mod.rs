@@ -103,6 +103,8 @@ pub struct NodeStatus {
     pub failing_since: Option<Instant>,
     /// Checkpoint of the last job we ran there (a guess of what is resident).
     pub last_model: Option<String>,
+    /// Estimated VRAM of the job that loaded `last_model`, in bytes; 0 when unknown.
+    pub last_model_vram: u64,
     /// Jobs that succeeded on the node.
     pub jobs_done: u64,
     /// Jobs (attempts) that failed on the node.
@@ -133,6 +135,7 @@ impl Default for NodeStatus {
             consecutive_failures: 0,
             failing_since: None,
             last_model: None,
+            last_model_vram: 0,
             jobs_done: 0,
             jobs_failed: 0,
             socket_connected: false,
@@ -217,6 +220,7 @@ impl Node {
         view.slot_limit = self.slot_limit;
         view.backlog_cost = prompts.cost;
         view.resident_model = status.last_model;
+        view.resident_vram = status.last_model_vram;
         view.speed = status.speed;
         view
     }

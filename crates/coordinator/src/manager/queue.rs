@@ -167,6 +167,7 @@ impl Manager {
                     .inc();
             }
             status.last_model = Some(model);
+            status.last_model_vram = live.vram_need;
         }
         info!(job_id = %id, node = node_name, %prompt_id, attempt, "dispatching");
         let event = JobEvent::Dispatched {

@@ -39,7 +39,8 @@
 //! A node whose speed has not been learnt yet (no finished job) takes one job at a time, so a
 //! GPU that turns out to be much slower than the default guess strands at most one job.
 //!
-//! The thrash penalty looks past the queue. A checkpoint is *protected* on a node while jobs
+//! The thrash penalty applies only when the load pushes the resident checkpoint out of VRAM
+//! (the two jobs' estimated VRAM do not fit the GPU together), and it looks past the queue. A checkpoint is *protected* on a node while jobs
 //! for it are queued, or while no more nodes hold it than its share of the recent arrivals
 //! (the last `demand_window` jobs seen) asks for: with 80% of recent jobs for one checkpoint on
 //! four nodes, up to four holders of it are protected. Evicting a protected checkpoint costs
@@ -229,7 +230,11 @@ impl ExpectedFinish {
             && resident != Some(checkpoint)
         {
             secs += self.config.model_load_secs;
-            if resident.is_some_and(|r| demand.protects(r)) {
+            // Only a load that pushes the resident checkpoint out of VRAM can be thrash; a
+            // 24 GiB GPU keeps a small checkpoint beside a large one.
+            if resident.is_some_and(|r| demand.protects(r))
+                && node.load_evicts(round.resident_vram(index), job.vram_need)
+            {
                 secs += self.config.thrash_penalty_secs;
             }
         }

@@ -408,3 +408,38 @@ fn a_checkpoint_in_recent_demand_is_not_evicted_for_one_odd_job() {
         "queued demand alone lets a switch"
     );
 }
+
+#[test]
+fn a_checkpoint_that_fits_beside_the_resident_one_is_no_thrash() {
+    // As above, but a is a 24 GiB GPU holding a checkpoint whose job needed 16 GiB and y needs
+    // 3 GiB: both stay in VRAM, so loading y evicts nothing and a takes it; had a only 12 GiB
+    // by the second round, y would evict x.
+    const GIB: u64 = 1 << 30;
+    let run = |vram_total| {
+        let mut policy = with(ExpectedFinishConfig::default());
+        let mut a = node_for_test("a", 100.0, 0, Some("x"));
+        a.vram_total = 24 * GIB;
+        let xs = (1..=4)
+            .map(|i| {
+                let mut job = job_for_test(&format!("x{i}"), i, 100, Some("x"));
+                job.vram_need = 16 * GIB;
+                job
+            })
+            .collect();
+        assert_eq!(pairs(&mut policy, xs, vec![a.clone()]).len(), 4);
+        a.vram_total = vram_total;
+        a.resident_vram = 16 * GIB;
+        let mut b = node_for_test("b", 100.0, 3_000, Some("y"));
+        b.vram_total = 24 * GIB;
+        b.slot_limit = 1;
+        b.queue_running = 1;
+        let mut y = job_for_test("y1", 5, 100, Some("y"));
+        y.vram_need = 3 * GIB;
+        pairs(&mut policy, vec![y], vec![a, b])
+    };
+    assert_eq!(run(24 * GIB), [pair("y1", "a")], "fits beside x");
+    assert!(
+        run(12 * GIB).is_empty(),
+        "would evict x, which recent jobs want"
+    );
+}
