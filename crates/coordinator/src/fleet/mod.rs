@@ -225,6 +225,19 @@ impl Node {
         view
     }
 
+    /// Notes that a request we sent could not reach the node (connection refused or reset
+    /// before it was sent): the node is suspect from now on, so placement sends it nothing
+    /// until its next good probe. Without this, a node that died between two probes looks
+    /// free (its prompts just failed) and a retry goes straight back to it.
+    pub fn mark_unreachable(&self, error: &str) {
+        let mut status = self.status();
+        if status.health == Health::Up {
+            status.health = Health::Suspect;
+        }
+        status.failing_since.get_or_insert_with(Instant::now);
+        status.last_error = Some(error.to_owned());
+    }
+
     /// The time since the last successful probe.
     pub fn probe_age(&self) -> Option<Duration> {
         self.status().last_probe_ok.map(|at| at.elapsed())

@@ -44,6 +44,13 @@ impl Manager {
                 };
                 let failure = Failure::new(class, format!("node {node_name}: {error}"));
                 if error.certainly_not_received() {
+                    if matches!(error, tasks::PostError::Transport { .. })
+                        && let Some(node) = self.fleet.get(&node_name)
+                    {
+                        // The retry must not go straight back to a node that cannot be reached.
+                        warn!(node = %node_name, %error, "node unreachable; suspect until it answers a probe");
+                        node.mark_unreachable(&error.to_string());
+                    }
                     self.end_attempt(id, prompt_id, &node_name, AttemptEnd::Failed(failure));
                 } else {
                     // The POST may have reached the node: never POST again before the node's

@@ -326,4 +326,30 @@ mod tests {
         node.status().queue_pending = 5;
         assert_eq!(check(&node), 0, "a node with foreign work has no slot left");
     }
+
+    #[tokio::test]
+    async fn a_node_that_refuses_the_post_is_suspect_and_gets_no_more_jobs() {
+        // Port 9 on loopback (discard) is closed here, as a dead ComfyUI's port is: the POST
+        // is refused before anything is sent.
+        let spec = NodeSpec {
+            name: "gpu-0".into(),
+            url: "http://127.0.0.1:9".into(),
+            labels: Default::default(),
+            simulated: true,
+        };
+        let client = NodeClient::new("gpu-0", "http://127.0.0.1:9", ClientConfig::default())
+            .expect("client");
+        let node = Node::new(spec, client, "test".into(), 3);
+        node.status().health = scheduler::Health::Up;
+        let workflow = bytes::Bytes::from_static(br#"{"1": {"class_type": "X", "inputs": {}}}"#);
+        let error = tasks::post_prompt(&node, &workflow, Uuid::new_v4(), None)
+            .await
+            .expect_err("nothing listens");
+        assert!(error.certainly_not_received(), "{error}");
+        node.mark_unreachable(&error.to_string());
+        let view = node.view();
+        assert_eq!(view.health, scheduler::Health::Suspect);
+        assert!(!scheduler::eligibility::is_available(&view));
+        assert!(node.status().failing_since.is_some());
+    }
 }
