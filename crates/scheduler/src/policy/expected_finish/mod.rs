@@ -48,6 +48,13 @@
 //! switch to the first odd job in a lull and switch back for the next common one; with the
 //! arrivals counted, a node loads another model only when enough work waits for it.
 //!
+//! NOTE: a node is modelled with one resident checkpoint (the last one it ran) and every load
+//! costs `model_load_secs`. A 24 GiB GPU that keeps a small SD 1.5 checkpoint beside Flux is
+//! therefore charged a load, sized for Flux, each time it alternates between them, and the
+//! policy keeps small jobs off such nodes more than it should (in the flux-small-gpu
+//! benchmark it is slower than least-loaded). A resident set per node, bounded by VRAM, with
+//! a load time per checkpoint would fix it.
+//!
 //! Finally, to avoid several coordinators herding onto one node when estimates are close (they
 //! are only estimates), the policy picks at random, with the caller's seeded RNG, among the best
 //! few candidates within a small ratio of the best (as in power-of-two-choices: a little
