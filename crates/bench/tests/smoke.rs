@@ -33,7 +33,10 @@ fn quick_mode_finishes_every_job_and_writes_the_report() {
     assert!(placement["lower_bound_s"].as_f64().expect("lower_bound_s") > 0.0);
     let reference = &placement["clairvoyant"]["end_to_end"];
     assert_eq!(reference["count"].as_u64(), Some(jobs), "{placement}");
-    assert!(reference["p95_ms"].as_f64().unwrap_or(0.0) > 0.0, "{reference}");
+    assert!(
+        reference["p95_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "{reference}"
+    );
     let runs = placement["runs"].as_array().expect("placement.runs");
     let policies: Vec<&str> = runs
         .iter()
