@@ -294,8 +294,8 @@ mod tests {
         assert_eq!(live.full_job().spec.analysis, job.spec.analysis);
     }
 
-    #[test]
-    fn free_slots_count_as_the_full_view_does() {
+    /// A node with three slots whose URL is a closed port on loopback (9, discard).
+    fn closed_port_node() -> Node {
         let spec = NodeSpec {
             name: "gpu-0".into(),
             url: "http://127.0.0.1:9".into(),
@@ -304,7 +304,12 @@ mod tests {
         };
         let client = NodeClient::new("gpu-0", "http://127.0.0.1:9", ClientConfig::default())
             .expect("client");
-        let node = Node::new(spec, client, "test".into(), 3);
+        Node::new(spec, client, "test".into(), 3)
+    }
+
+    #[test]
+    fn free_slots_count_as_the_full_view_does() {
+        let node = closed_port_node();
         let check = |node: &Node| {
             assert_eq!(
                 free_slots(node),
@@ -331,15 +336,7 @@ mod tests {
     async fn a_node_that_refuses_the_post_is_suspect_and_gets_no_more_jobs() {
         // Port 9 on loopback (discard) is closed here, as a dead ComfyUI's port is: the POST
         // is refused before anything is sent.
-        let spec = NodeSpec {
-            name: "gpu-0".into(),
-            url: "http://127.0.0.1:9".into(),
-            labels: Default::default(),
-            simulated: true,
-        };
-        let client = NodeClient::new("gpu-0", "http://127.0.0.1:9", ClientConfig::default())
-            .expect("client");
-        let node = Node::new(spec, client, "test".into(), 3);
+        let node = closed_port_node();
         node.status().health = scheduler::Health::Up;
         let workflow = bytes::Bytes::from_static(br#"{"1": {"class_type": "X", "inputs": {}}}"#);
         let error = tasks::post_prompt(&node, &workflow, Uuid::new_v4(), None)

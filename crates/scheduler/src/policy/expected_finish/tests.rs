@@ -17,6 +17,14 @@ fn node_for_test(name: &str, speed: f64, backlog: u64, resident: Option<&str>) -
     node
 }
 
+/// A one-slot node at 100 units/s, busy with 100 units, and a free node at `slow_speed`.
+fn busy_fast_and_free_slow(slow_speed: f64) -> Vec<NodeView> {
+    let mut fast = node_for_test("fast", 100.0, 100, None);
+    fast.slot_limit = 1;
+    fast.queue_running = 1;
+    vec![fast, node_for_test("slow", slow_speed, 0, None)]
+}
+
 fn job_for_test(id: &str, arrival: u64, cost: u64, checkpoint: Option<&str>) -> JobView {
     let mut job = JobView::new(id, arrival);
     job.cost = cost;
@@ -238,16 +246,12 @@ fn an_overtaken_job_is_placed_once_due_and_blocks_jumps_over_it() {
 #[test]
 fn holds_a_job_for_a_much_faster_busy_node() {
     // fast: (100 + 100) / 100 = 2 s but full; slow: 100 / 10 = 10 s and free.
-    let mut fast = node_for_test("fast", 100.0, 100, None);
-    fast.slot_limit = 1;
-    fast.queue_running = 1;
-    let slow = node_for_test("slow", 10.0, 0, None);
+    let nodes = busy_fast_and_free_slow(10.0);
     let mut policy = with(ExpectedFinishConfig {
         max_holds: 1,
         ..ExpectedFinishConfig::default()
     });
     let jobs = vec![job_for_test("j", 1, 100, None)];
-    let nodes = vec![fast, slow];
     assert!(
         pairs(&mut policy, jobs.clone(), nodes.clone()).is_empty(),
         "held"
@@ -335,10 +339,7 @@ fn a_small_job_may_take_the_slow_node_a_held_big_job_declined_without_aging_it()
     // fast: busy with 100 units at 100/s. slow: free at 25/s. The big job (100 units) is 2 s on
     // fast behind its backlog but 4 s on slow, so it waits for fast; the small one behind it
     // (10 units) is 0.4 s on slow and takes it.
-    let mut fast = node_for_test("fast", 100.0, 100, None);
-    fast.slot_limit = 1;
-    fast.queue_running = 1;
-    let slow = node_for_test("slow", 25.0, 0, None);
+    let fleet = busy_fast_and_free_slow(25.0);
     let mut policy = with(ExpectedFinishConfig {
         max_skips: 1,
         ..ExpectedFinishConfig::default()
@@ -347,26 +348,19 @@ fn a_small_job_may_take_the_slow_node_a_held_big_job_declined_without_aging_it()
         job_for_test("big", 1, 100, None),
         job_for_test("small", 2, 10, None),
     ];
-    assert_eq!(
-        pairs(&mut policy, jobs, vec![fast, slow]),
-        [pair("small", "slow")]
-    );
+    assert_eq!(pairs(&mut policy, jobs, fleet), [pair("small", "slow")]);
     assert_eq!(policy.skips_of(&"big".into()), 0, "it declined slow itself");
     assert_eq!(policy.holds_of(&"big".into()), 1);
 }
 
 #[test]
 fn a_job_held_in_max_holds_rounds_takes_the_free_node() {
-    let mut fast = node_for_test("fast", 100.0, 100, None);
-    fast.slot_limit = 1;
-    fast.queue_running = 1;
-    let slow = node_for_test("slow", 10.0, 0, None);
+    let nodes = busy_fast_and_free_slow(10.0);
     let mut policy = with(ExpectedFinishConfig {
         max_holds: 3,
         ..ExpectedFinishConfig::default()
     });
     let jobs = vec![job_for_test("j", 1, 100, None)];
-    let nodes = vec![fast, slow];
     for round in 1..=3 {
         assert!(
             pairs(&mut policy, jobs.clone(), nodes.clone()).is_empty(),
