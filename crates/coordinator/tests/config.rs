@@ -161,33 +161,30 @@ fn bad_environment_values_name_the_variable() {
     );
 }
 
+/// Collects `PREFIX_KEY` = value for every scalar under `value`, through nested sections
+/// (`[placement.expected_finish]` included); arrays (node lists) are not addressable by key.
+fn scalar_variables(prefix: &str, value: &toml::Value, vars: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(section) => {
+            for (key, inner) in section {
+                scalar_variables(&format!("{prefix}_{}", key.to_uppercase()), inner, vars);
+            }
+        }
+        toml::Value::Array(_) => {}
+        scalar => vars.push((
+            prefix.to_owned(),
+            scalar.as_str().map_or(scalar.to_string(), str::to_owned),
+        )),
+    }
+}
+
 #[test]
 fn every_scalar_key_has_an_environment_variable() {
     // Derive each key's variable name from the serialised defaults and set it to its own value:
     // every one must be recognised.
     let tree = toml::Value::try_from(Config::default()).expect("serialises");
     let mut vars = Vec::new();
-    for (key, value) in tree.as_table().expect("table") {
-        match value {
-            toml::Value::Table(section) => {
-                for (inner, value) in section {
-                    let name = format!("COMFYFLEET_{}_{}", key, inner).to_uppercase();
-                    vars.push((
-                        name,
-                        value.as_str().map_or(value.to_string(), str::to_owned),
-                    ));
-                }
-            }
-            toml::Value::Array(_) => {}
-            value => {
-                let name = format!("COMFYFLEET_{key}").to_uppercase();
-                vars.push((
-                    name,
-                    value.as_str().map_or(value.to_string(), str::to_owned),
-                ));
-            }
-        }
-    }
+    scalar_variables("COMFYFLEET", &tree, &mut vars);
     assert!(vars.len() >= 20, "found {} keys", vars.len());
     let mut config = Config::default();
     let unknown = config.apply_env(vars).expect("every default value applies");
