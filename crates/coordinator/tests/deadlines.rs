@@ -109,6 +109,16 @@ async fn deadlines_that_are_malformed_zero_or_past_are_invalid_argument_naming_t
     fleet.coordinator.shutdown().await;
 }
 
+/// Reads a job back.
+async fn get_job(jobs: &mut JobServiceClient<Channel>, job_id: String) -> pb::Job {
+    jobs.get_job(pb::GetJobRequest { job_id })
+        .await
+        .expect("get")
+        .into_inner()
+        .job
+        .expect("job")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_positive_timeout_and_a_future_deadline_are_kept_on_the_job() {
     let fleet =
@@ -122,15 +132,7 @@ async fn a_positive_timeout_and_a_future_deadline_are_kept_on_the_job() {
         .expect("a positive timeout is accepted")
         .into_inner();
     let after = SystemTime::now();
-    let job = jobs
-        .get_job(pb::GetJobRequest {
-            job_id: accepted.job_id,
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .job
-        .expect("job");
+    let job = get_job(&mut jobs, accepted.job_id).await;
     let deadline = job.deadline.expect("a deadline");
     let deadline =
         SystemTime::UNIX_EPOCH + Duration::new(deadline.seconds as u64, deadline.nanos as u32);
@@ -146,15 +148,7 @@ async fn a_positive_timeout_and_a_future_deadline_are_kept_on_the_job() {
         .await
         .expect("a future deadline is accepted")
         .into_inner();
-    let job = jobs
-        .get_job(pb::GetJobRequest {
-            job_id: accepted.job_id,
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .job
-        .expect("job");
+    let job = get_job(&mut jobs, accepted.job_id).await;
     assert_eq!(
         job.deadline,
         Some(Timestamp {

@@ -22,51 +22,12 @@ fn image_workflow() -> Vec<u8> {
 }
 
 /// A coordinator in front of one instant simulated node, keeping `log_capacity` events per job.
-async fn start(
-    log_capacity: usize,
-) -> (
-    coordinator::Coordinator,
-    comfy_sim::SimNode,
-    tempfile::TempDir,
-) {
-    use coordinator::config::{Config, NodeConfig};
-
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.events.log_capacity = log_capacity;
-    config.probe.interval = Duration::from_millis(100);
-    config.probe.jitter = Duration::from_millis(10);
-    let sim = comfy_sim::spawn(
-        SimConfig::named("gpu-0").with_time_scale(0.0),
-        "127.0.0.1:0".parse().expect("addr"),
+async fn start(log_capacity: usize) -> support::SimFleet {
+    support::start_sim_fleet_with(
+        vec![SimConfig::named("gpu-0").with_time_scale(0.0)],
+        |config| config.events.log_capacity = log_capacity,
     )
     .await
-    .expect("simulated node starts");
-    config.nodes.push(NodeConfig {
-        name: sim.name().to_owned(),
-        url: sim.url().parse().expect("url"),
-        labels: Default::default(),
-    });
-    let coordinator = coordinator::Coordinator::start(config, Default::default())
-        .await
-        .expect("coordinator starts");
-    let started = std::time::Instant::now();
-    while !coordinator.fleet().nodes().iter().all(|node| {
-        let status = node.status();
-        status.health == scheduler::Health::Up && status.classes.is_some()
-    }) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the node did not come up within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    (coordinator, sim, data)
 }
 
 async fn client(coordinator: &coordinator::Coordinator) -> JobServiceClient<Channel> {
@@ -140,7 +101,11 @@ fn sequences(items: &[Item]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sequence_beyond_the_last_event_is_out_of_range_naming_both() {
-    let (coordinator, _sim, _data) = start(1024).await;
+    let support::SimFleet {
+        coordinator,
+        sims: _sims,
+        data: _data,
+    } = start(1024).await;
     let mut jobs = client(&coordinator).await;
     let id = finished_job(&mut jobs).await;
 
@@ -186,7 +151,11 @@ async fn after_sequence_beyond_the_last_event_is_out_of_range_naming_both() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_behind_the_retained_events_gets_a_forward_gap_then_the_rest() {
-    let (coordinator, _sim, _data) = start(2).await;
+    let support::SimFleet {
+        coordinator,
+        sims: _sims,
+        data: _data,
+    } = start(2).await;
     let mut jobs = client(&coordinator).await;
     let id = finished_job(&mut jobs).await;
 

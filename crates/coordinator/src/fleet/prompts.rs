@@ -36,6 +36,30 @@ pub struct OurPrompt {
     pub last_event: Instant,
 }
 
+impl OurPrompt {
+    /// A prompt just handed to the node: not seen, not started, nothing heard yet.
+    pub fn dispatched(
+        job: JobId,
+        attempt: u32,
+        cost: u64,
+        titles: Arc<HashMap<String, (String, String)>>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            job,
+            attempt,
+            cost,
+            titles,
+            dispatched_at: now,
+            seen: false,
+            started: false,
+            started_at: None,
+            sampling_since: None,
+            last_event: now,
+        }
+    }
+}
+
 /// Counts the placement policy needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PromptSummary {
@@ -193,19 +217,12 @@ mod tests {
     use super::*;
 
     fn prompt(cost: u64, sampling_since: Option<Instant>) -> OurPrompt {
-        let now = Instant::now();
-        OurPrompt {
-            job: JobId::new(),
-            attempt: 1,
-            cost,
-            titles: Arc::default(),
-            dispatched_at: now,
-            seen: true,
-            started: sampling_since.is_some(),
-            started_at: sampling_since,
-            sampling_since,
-            last_event: now,
-        }
+        let mut prompt = OurPrompt::dispatched(JobId::new(), 1, cost, Arc::default());
+        prompt.seen = true;
+        prompt.started = sampling_since.is_some();
+        prompt.started_at = sampling_since;
+        prompt.sampling_since = sampling_since;
+        prompt
     }
 
     #[test]

@@ -136,19 +136,13 @@ impl Manager {
         // Registered before the POST, so events that beat the POST answer find the job.
         node.prompts.insert(
             prompt_id.to_string(),
-            OurPrompt {
-                job: id,
+            OurPrompt::dispatched(
+                id,
                 attempt,
-                cost: live.cost(),
+                live.cost(),
                 // Known from an earlier attempt, else installed before the POST (`Msg::Titles`).
-                titles: live.titles.clone().unwrap_or_default(),
-                dispatched_at: Instant::now(),
-                seen: false,
-                started: false,
-                started_at: None,
-                sampling_since: None,
-                last_event: Instant::now(),
-            },
+                live.titles.clone().unwrap_or_default(),
+            ),
         );
         self.metrics
             .node_dispatches
@@ -250,18 +244,7 @@ mod tests {
     use crate::fleet::{Node, NodeSpec};
 
     fn prompt(job: JobId) -> OurPrompt {
-        OurPrompt {
-            job,
-            attempt: 1,
-            cost: 1,
-            titles: Arc::default(),
-            dispatched_at: Instant::now(),
-            seen: false,
-            started: false,
-            started_at: None,
-            sampling_since: None,
-            last_event: Instant::now(),
-        }
+        OurPrompt::dispatched(job, 1, 1, Arc::default())
     }
 
     #[test]

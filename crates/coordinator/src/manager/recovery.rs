@@ -52,16 +52,8 @@ impl Manager {
         node.prompts.insert(
             prompt_id.to_string(),
             OurPrompt {
-                job: id,
-                attempt,
-                cost,
-                titles,
-                dispatched_at: Instant::now(),
-                seen: false,
                 started,
-                started_at: None,
-                sampling_since: None,
-                last_event: Instant::now(),
+                ..OurPrompt::dispatched(id, attempt, cost, titles)
             },
         );
         tasks::spawn_reconcile(node, id, prompt_id, self.tx_for_tasks());

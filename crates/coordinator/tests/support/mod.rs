@@ -51,6 +51,14 @@ pub struct SimFleet {
 /// Starts one simulated node per config and a coordinator in front of them (probing every
 /// 100 ms), and waits until every node is up with its classes known.
 pub async fn start_sim_fleet(nodes: Vec<comfy_sim::NodeConfig>) -> SimFleet {
+    start_sim_fleet_with(nodes, |_| {}).await
+}
+
+/// Like [`start_sim_fleet`], letting the test adjust the coordinator's configuration first.
+pub async fn start_sim_fleet_with(
+    nodes: Vec<comfy_sim::NodeConfig>,
+    adjust: impl FnOnce(&mut coordinator::config::Config),
+) -> SimFleet {
     use coordinator::config::{Config, NodeConfig};
 
     let data = tempfile::tempdir().expect("temp dir");
@@ -74,6 +82,7 @@ pub async fn start_sim_fleet(nodes: Vec<comfy_sim::NodeConfig>) -> SimFleet {
         });
         sims.push(sim);
     }
+    adjust(&mut config);
     let coordinator = coordinator::Coordinator::start(config, Default::default())
         .await
         .expect("coordinator starts");
