@@ -566,7 +566,8 @@ fn node_json(node: &Node) -> serde_json::Value {
         "labels": node.labels, "gpu_name": node.gpu_name, "vram_total": node.vram_total,
         "vram_free": node.vram_free, "queue_running": node.queue_running,
         "queue_pending": node.queue_pending, "in_flight": node.in_flight,
-        "last_model": node.last_model, "jobs_done": node.jobs_done,
+        "last_model": node.last_model, "resident_models": node.resident_models,
+        "jobs_done": node.jobs_done,
         "jobs_failed": node.jobs_failed, "simulated": node.simulated,
         "draining": node.draining, "last_error": node.last_error,
         "last_probe_age_seconds": node.last_probe_age.as_ref()

@@ -70,7 +70,12 @@ fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
                 Shape::MostlyFull => u32::from(rng.random_bool(0.95)) * 2,
             };
             node.backlog_cost = u64::from(node.queue_running) * 20 * 512 * 512;
-            node.resident_model = Some(CHECKPOINTS[rng.random_range(0..CHECKPOINTS.len())].into());
+            // One or two checkpoints in VRAM, sized like a typical SD 1.5 or SDXL load.
+            for _ in 0..rng.random_range(1..=2) {
+                let checkpoint = CHECKPOINTS[rng.random_range(0..CHECKPOINTS.len())];
+                node.resident
+                    .touch(checkpoint, rng.random_range(2..=7) * GIB, node.vram_total);
+            }
             node.speed = Some(rng.random_range(1.0e6..2.0e7));
             node
         })

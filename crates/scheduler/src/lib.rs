@@ -37,6 +37,7 @@ mod error;
 mod feasibility;
 mod plan;
 pub mod policy;
+mod resident;
 mod snapshot;
 pub mod view;
 
@@ -50,4 +51,5 @@ pub use policy::{
 pub use snapshot::{QueueOrder, Snapshot};
 pub use view::{
     DEFAULT_SLOT_LIMIT, DEFAULT_SPEED, Health, JobId, JobView, ModelFile, NodeId, NodeView,
+    Resident, ResidentSet,
 };

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::eligibility::{can_run_now, is_available};
+use crate::resident::Fit;
 use crate::snapshot::Snapshot;
 use crate::view::{JobId, JobView, ModelFile, NodeId, NodeView};
 
@@ -53,8 +54,9 @@ pub struct Round<'s> {
     free: Vec<u32>,
     planned: Vec<u32>,
     planned_cost: Vec<u64>,
-    resident: Vec<Option<&'s str>>,
-    resident_vram: Vec<u64>,
+    /// Per node, the checkpoints expected in VRAM with their estimated sizes, least recently
+    /// used first, counting this round's assignments.
+    resident: Vec<Vec<(&'s str, u64)>>,
 }
 
 impl<'s> Round<'s> {
@@ -68,8 +70,15 @@ impl<'s> Round<'s> {
                 .collect(),
             planned: vec![0; nodes.len()],
             planned_cost: vec![0; nodes.len()],
-            resident: nodes.iter().map(|n| n.resident_model.as_deref()).collect(),
-            resident_vram: nodes.iter().map(|n| n.resident_vram).collect(),
+            resident: nodes
+                .iter()
+                .map(|n| {
+                    n.resident
+                        .iter()
+                        .map(|m| (m.checkpoint.as_str(), m.vram))
+                        .collect()
+                })
+                .collect(),
         }
     }
 
@@ -96,10 +105,37 @@ impl<'s> Round<'s> {
             .saturating_add(self.planned_cost[index])
     }
 
-    /// Returns the checkpoint expected in VRAM once the node has run what it holds and what
+    /// Whether `checkpoint` is expected in VRAM once the node has run what it holds and what
     /// this round gave it.
-    pub fn resident_model(&self, index: usize) -> Option<&'s str> {
-        self.resident[index]
+    pub fn is_resident(&self, index: usize, checkpoint: &str) -> bool {
+        self.resident[index].iter().any(|&(c, _)| c == checkpoint)
+    }
+
+    /// The checkpoints expected in VRAM on the node, least recently used first.
+    pub fn residents(&self, index: usize) -> impl Iterator<Item = &'s str> + '_ {
+        self.resident[index].iter().map(|&(c, _)| c)
+    }
+
+    /// The checkpoints a load of `checkpoint` by a job needing `vram` bytes would push out of
+    /// the node's VRAM, least recently used first; none when it is already resident.
+    pub fn evictions(
+        &self,
+        index: usize,
+        checkpoint: &str,
+        vram: u64,
+    ) -> impl Iterator<Item = &'s str> + '_ {
+        let resident = &self.resident[index];
+        let already = resident.iter().any(|&(c, _)| c == checkpoint);
+        let mut fit = Fit::new(
+            vram,
+            self.nodes[index].vram_total,
+            resident.iter().map(|&(_, size)| size),
+        );
+        resident
+            .iter()
+            .take_while(move |_| !already)
+            .filter(move |&&(_, size)| fit.evicts(size))
+            .map(|&(c, _)| c)
     }
 
     pub(crate) fn assign(&mut self, index: usize, job: &'s JobView) {
@@ -111,15 +147,16 @@ impl<'s> Round<'s> {
         self.planned[index] += 1;
         self.planned_cost[index] = self.planned_cost[index].saturating_add(job.cost);
         if let Some(checkpoint) = job.checkpoint.as_deref() {
-            self.resident[index] = Some(checkpoint);
-            self.resident_vram[index] = job.vram_need;
+            let resident = &mut self.resident[index];
+            resident.retain(|&(c, _)| c != checkpoint);
+            let mut fit = Fit::new(
+                job.vram_need,
+                self.nodes[index].vram_total,
+                resident.iter().map(|&(_, size)| size),
+            );
+            resident.retain(|&(_, size)| !fit.evicts(size));
+            resident.push((checkpoint, job.vram_need));
         }
-    }
-
-    /// Returns the estimated VRAM of the job that made the resident checkpoint resident (0
-    /// when unknown); see [`NodeView::resident_vram`].
-    pub fn resident_vram(&self, index: usize) -> u64 {
-        self.resident_vram[index]
     }
 }
 
@@ -246,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn round_tracks_planned_cost_and_resident_model() {
+    fn round_tracks_planned_cost_and_resident_models() {
         let mut job = JobView::new("j", 1);
         job.cost = 500;
         job.checkpoint = Some("xl".into());
@@ -258,13 +295,53 @@ mod tests {
             seen.push((
                 job.id.0.clone(),
                 round.backlog_cost(candidates[0]),
-                round.resident_model(0),
+                round.residents(0).collect::<Vec<_>>(),
             ));
             Some(0)
         });
         assert_eq!(
             seen,
-            vec![("j".into(), 100, None), ("k".into(), 600, Some("xl"))]
+            vec![("j".into(), 100, vec![]), ("k".into(), 600, vec!["xl"])]
+        );
+    }
+
+    #[test]
+    fn round_predicts_which_checkpoints_a_load_evicts() {
+        const GIB: u64 = 1 << 30;
+        let mut node = NodeView::new("a");
+        node.vram_total = 24 * GIB;
+        node.resident = [("sd15", 2 * GIB), ("xl", 8 * GIB)]
+            .into_iter()
+            .map(|(c, vram)| crate::view::Resident {
+                checkpoint: c.into(),
+                vram,
+            })
+            .collect();
+        let mut flux = JobView::new("f", 1);
+        flux.checkpoint = Some("flux".into());
+        flux.vram_need = 13 * GIB;
+        let mut big = JobView::new("b", 2);
+        big.checkpoint = Some("big".into());
+        big.vram_need = 20 * GIB;
+        let snapshot = snapshot_for_test(vec![flux, big], vec![node]);
+        let mut seen = Vec::new();
+        greedy_plan(&snapshot, |job, _, round| {
+            let ckpt = job.checkpoint.as_deref().unwrap();
+            seen.push((
+                round.evictions(0, ckpt, job.vram_need).collect::<Vec<_>>(),
+                round.evictions(0, "sd15", 1).count(),
+                round.residents(0).collect::<Vec<_>>(),
+            ));
+            Some(0)
+        });
+        assert_eq!(
+            seen,
+            vec![
+                // 2 + 8 + 13 fits in 24 GiB; sd15 is already resident.
+                (vec![], 0, vec!["sd15", "xl"]),
+                // 20 GiB leaves room for nothing else.
+                (vec!["sd15", "xl", "flux"], 0, vec!["sd15", "xl", "flux"]),
+            ]
         );
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::resident::{Resident, ResidentSet};
+
 /// Default number of our prompts a node may hold at once: one running, one prefetched.
 pub const DEFAULT_SLOT_LIMIT: u32 = 2;
 
@@ -133,13 +135,10 @@ pub struct NodeView {
     /// Estimated work already on the node, in cost units (see [`JobView::cost`]). The
     /// coordinator sums its own prompts' costs and assumes a typical cost for foreign ones.
     pub backlog_cost: u64,
-    /// Checkpoint the node ran last, a best guess of what is resident in VRAM.
-    pub resident_model: Option<String>,
-    /// Estimated VRAM, in bytes, of the job that made `resident_model` resident; 0 when
-    /// unknown. With it, placement can tell whether another job's checkpoint fits beside the
-    /// resident one (ComfyUI keeps both while VRAM allows) or has to evict it.
+    /// Checkpoints believed to be in VRAM, least recently used first (see
+    /// [`ResidentSet`]): a job whose checkpoint is among them loads nothing.
     #[serde(default)]
-    pub resident_vram: u64,
+    pub resident: ResidentSet,
     /// Learnt speed in cost units per second; `None` until measured (then [`DEFAULT_SPEED`]).
     pub speed: Option<f64>,
 }
@@ -163,8 +162,7 @@ impl NodeView {
             in_flight: 0,
             slot_limit: DEFAULT_SLOT_LIMIT,
             backlog_cost: 0,
-            resident_model: None,
-            resident_vram: 0,
+            resident: ResidentSet::new(),
             speed: None,
         }
     }
@@ -179,15 +177,6 @@ impl NodeView {
     /// Returns how many more prompts the node may take now.
     pub fn free_slots(&self) -> u32 {
         self.slot_limit.saturating_sub(self.load())
-    }
-
-    /// Whether loading the checkpoint of a job needing `vram_need` bytes would push the
-    /// resident checkpoint out of VRAM. Unknown sizes count as an eviction.
-    pub fn load_evicts(&self, resident_vram: u64, vram_need: u64) -> bool {
-        self.vram_total == 0
-            || resident_vram == 0
-            || vram_need == 0
-            || resident_vram.saturating_add(vram_need) > self.vram_total
     }
 
     /// Returns whether the node has the model file.

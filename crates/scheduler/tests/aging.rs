@@ -160,8 +160,8 @@ proptest! {
             for a in &plan.assignments {
                 let job = ordered.iter().find(|j| j.id == a.job).expect("queued job");
                 let node = nodes.iter_mut().find(|n| n.id == a.node).expect("known node");
-                if job.checkpoint.is_some() {
-                    node.resident_model.clone_from(&job.checkpoint);
+                if let Some(checkpoint) = job.checkpoint.as_deref() {
+                    node.resident.touch(checkpoint, job.vram_need, node.vram_total);
                 }
             }
             queue.retain(|j| !node_of.contains_key(&j.id));

@@ -101,10 +101,9 @@ pub struct NodeStatus {
     pub consecutive_failures: u32,
     /// Since when the node has been failing probes.
     pub failing_since: Option<Instant>,
-    /// Checkpoint of the last job we ran there (a guess of what is resident).
-    pub last_model: Option<String>,
-    /// Estimated VRAM of the job that loaded `last_model`, in bytes; 0 when unknown.
-    pub last_model_vram: u64,
+    /// Checkpoints of the jobs we ran there that are believed still in VRAM, least recently
+    /// used first (a guess: ComfyUI does not say what it has loaded).
+    pub resident: scheduler::ResidentSet,
     /// Jobs that succeeded on the node.
     pub jobs_done: u64,
     /// Jobs (attempts) that failed on the node.
@@ -134,8 +133,7 @@ impl Default for NodeStatus {
             last_error: None,
             consecutive_failures: 0,
             failing_since: None,
-            last_model: None,
-            last_model_vram: 0,
+            resident: scheduler::ResidentSet::new(),
             jobs_done: 0,
             jobs_failed: 0,
             socket_connected: false,
@@ -219,8 +217,7 @@ impl Node {
         view.in_flight = prompts.unseen;
         view.slot_limit = self.slot_limit;
         view.backlog_cost = prompts.cost;
-        view.resident_model = status.last_model;
-        view.resident_vram = status.last_model_vram;
+        view.resident = status.resident;
         view.speed = status.speed;
         view
     }

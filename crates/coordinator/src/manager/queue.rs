@@ -154,14 +154,18 @@ impl Manager {
             .set(node.prompts.len() as i64);
         if let Some(model) = crate::analysis::main_model(&live.needs) {
             let mut status = node.status();
-            if status.last_model.as_deref() != Some(model.as_str()) {
+            // A GPU-less node holds one model at a time, as far as placement is concerned.
+            let vram_total = if status.cpu_only {
+                0
+            } else {
+                status.vram_total
+            };
+            if status.resident.touch(&model, live.vram_need, vram_total) {
                 self.metrics
                     .node_model_loads
                     .with_label_values(&[node_name])
                     .inc();
             }
-            status.last_model = Some(model);
-            status.last_model_vram = live.vram_need;
         }
         info!(job_id = %id, node = node_name, %prompt_id, attempt, "dispatching");
         let event = JobEvent::Dispatched {

@@ -71,7 +71,12 @@ pub fn node_message(node: &Node) -> pb::Node {
         queue_running: status.queue_running,
         queue_pending: status.queue_pending,
         in_flight: node.prompts.len() as u32,
-        last_model: status.last_model.clone().unwrap_or_default(),
+        last_model: status.resident.most_recent().unwrap_or_default().to_owned(),
+        resident_models: status
+            .resident
+            .iter()
+            .map(|m| m.checkpoint.clone())
+            .collect(),
         jobs_done: status.jobs_done,
         jobs_failed: status.jobs_failed,
         last_probe_age: status.last_probe_ok.map(|at| {

@@ -54,7 +54,7 @@ impl Policy for LeastLoadedAffinity {
                     let miss = job
                         .checkpoint
                         .as_deref()
-                        .is_some_and(|c| round.resident_model(i) != Some(c));
+                        .is_some_and(|c| !round.is_resident(i, c));
                     let score = round.load(i).saturating_add(if miss { penalty } else { 0 });
                     (score, miss, Reverse(round.node(i).vram_free), pos)
                 })
@@ -75,7 +75,9 @@ mod tests {
     fn node_for_test(name: &str, running: u32, resident: Option<&str>) -> NodeView {
         let mut node = NodeView::new(name);
         node.queue_running = running;
-        node.resident_model = resident.map(str::to_owned);
+        if let Some(checkpoint) = resident {
+            node.resident.touch(checkpoint, 0, 0);
+        }
         node.slot_limit = 4;
         node
     }

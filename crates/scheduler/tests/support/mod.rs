@@ -76,7 +76,9 @@ pub fn node_strategy(index: usize) -> impl Strategy<Value = NodeView> {
                 node.in_flight = in_flight;
                 node.slot_limit = slot_limit;
                 node.backlog_cost = backlog_cost;
-                node.resident_model = resident.map(str::to_owned);
+                if let Some(checkpoint) = resident {
+                    node.resident.touch(checkpoint, 0, 0);
+                }
                 node.speed = speed;
                 node
             },

@@ -2,17 +2,18 @@
 //! a checkpoint in VRAM pick the queued jobs that need it.
 //!
 //! For a (job, node) pair the estimate is `(node backlog + job cost) / node speed`, plus a
-//! model-load penalty when the job's checkpoint is not the one the node will have resident,
-//! plus a thrash penalty when that load evicts a checkpoint other queued jobs still need. The
+//! model-load penalty when the job's checkpoint is not among those the node will have resident
+//! (a set bounded by VRAM, see [`ResidentSet`](crate::ResidentSet)), plus a thrash penalty when
+//! that load evicts a checkpoint other queued jobs still need. The
 //! speed is learnt per node (cost units per second), so a fast busy GPU can beat a slow idle
 //! one.
 //!
 //! Plain per-job greedy placement has two failure modes under saturation, which this policy
 //! addresses in its own queue walk (see `walk`):
 //!
-//! - **Node-side selection.** When the head job would make a node switch checkpoint, a job
-//!   within `window` places behind the head that needs the checkpoint already resident there
-//!   takes the slot instead. Otherwise, with mixed demand, every freed slot goes to whatever job
+//! - **Node-side selection.** When the head job's checkpoint would push another out of a
+//!   node's VRAM, a job within `window` places behind the head that needs a checkpoint already
+//!   resident there takes the slot instead. Otherwise, with mixed demand, every freed slot goes to whatever job
 //!   is at the head and nodes reload models all the time.
 //! - **Holding.** When a busy node is expected to finish the job clearly sooner than any free
 //!   node (`hold_ratio`), the job is left queued rather than stranded on a slow or cold node; a
@@ -39,21 +40,19 @@
 //! A node whose speed has not been learnt yet (no finished job) takes one job at a time, so a
 //! GPU that turns out to be much slower than the default guess strands at most one job.
 //!
-//! The thrash penalty applies only when the load pushes the resident checkpoint out of VRAM
-//! (the two jobs' estimated VRAM do not fit the GPU together), and it looks past the queue. A checkpoint is *protected* on a node while jobs
-//! for it are queued, or while no more nodes hold it than its share of the recent arrivals
-//! (the last `demand_window` jobs seen) asks for: with 80% of recent jobs for one checkpoint on
-//! four nodes, up to four holders of it are protected. Evicting a protected checkpoint costs
-//! the thrash penalty on top of the load. Counting only queued jobs would let an idle node
-//! switch to the first odd job in a lull and switch back for the next common one; with the
-//! arrivals counted, a node loads another model only when enough work waits for it.
+//! The thrash penalty applies only when the load pushes a resident checkpoint out of VRAM (a
+//! 24 GiB GPU keeps an SD 1.5 checkpoint beside Flux, so alternating between them loads each
+//! once), and it looks past the queue. A checkpoint is *protected* on a node while jobs for it
+//! are queued, or while no more nodes hold it than its share of the recent arrivals (the last
+//! `demand_window` jobs seen) asks for: with 80% of recent jobs for one checkpoint on four
+//! nodes, up to four holders of it are protected. Evicting a protected checkpoint costs the
+//! thrash penalty on top of the load. Counting only queued jobs would let an idle node switch
+//! to the first odd job in a lull and switch back for the next common one; with the arrivals
+//! counted, a node loads another model only when enough work waits for it.
 //!
-//! NOTE: a node is modelled with one resident checkpoint (the last one it ran) and every load
-//! costs `model_load_secs`. A 24 GiB GPU that keeps a small SD 1.5 checkpoint beside Flux is
-//! therefore charged a load, sized for Flux, each time it alternates between them, and the
-//! policy keeps small jobs off such nodes more than it should (in the flux-small-gpu
-//! benchmark it is slower than least-loaded). A resident set per node, bounded by VRAM, with
-//! a load time per checkpoint would fix it.
+//! NOTE: every load costs the same `model_load_secs`, whatever the checkpoint; a Flux load
+//! takes several times an SD 1.5 one. The coordinator could learn a load time per checkpoint
+//! and node from the gap between a cold prompt's start and its first sampler step.
 //!
 //! Finally, to avoid several coordinators herding onto one node when estimates are close (they
 //! are only estimates), the policy picks at random, with the caller's seeded RNG, among the best
@@ -232,15 +231,15 @@ impl ExpectedFinish {
             .saturating_add(job.cost) as f64;
         let mut secs = work / node.effective_speed();
 
-        let resident = round.resident_model(index);
         if let Some(checkpoint) = job.checkpoint.as_deref()
-            && resident != Some(checkpoint)
+            && !round.is_resident(index, checkpoint)
         {
             secs += self.config.model_load_secs;
-            // Only a load that pushes the resident checkpoint out of VRAM can be thrash; a
-            // 24 GiB GPU keeps a small checkpoint beside a large one.
-            if resident.is_some_and(|r| demand.protects(r))
-                && node.load_evicts(round.resident_vram(index), job.vram_need)
+            // Only a load that pushes a checkpoint out of VRAM can be thrash: a 24 GiB GPU keeps
+            // a small checkpoint beside a large one.
+            if round
+                .evictions(index, checkpoint, job.vram_need)
+                .any(|evicted| demand.protects(evicted))
             {
                 secs += self.config.thrash_penalty_secs;
             }

@@ -12,7 +12,9 @@ fn node_for_test(name: &str, speed: f64, backlog: u64, resident: Option<&str>) -
     let mut node = NodeView::new(name);
     node.speed = Some(speed);
     node.backlog_cost = backlog;
-    node.resident_model = resident.map(str::to_owned);
+    if let Some(checkpoint) = resident {
+        node.resident.touch(checkpoint, 0, 0);
+    }
     node.slot_limit = 4;
     node
 }
@@ -422,7 +424,8 @@ fn a_checkpoint_that_fits_beside_the_resident_one_is_no_thrash() {
             .collect();
         assert_eq!(pairs(&mut policy, xs, vec![a.clone()]).len(), 4);
         a.vram_total = vram_total;
-        a.resident_vram = 16 * GIB;
+        a.resident = crate::ResidentSet::new();
+        a.resident.touch("x", 16 * GIB, vram_total);
         let mut b = node_for_test("b", 100.0, 3_000, Some("y"));
         b.vram_total = 24 * GIB;
         b.slot_limit = 1;
@@ -436,4 +439,49 @@ fn a_checkpoint_that_fits_beside_the_resident_one_is_no_thrash() {
         run(12 * GIB).is_empty(),
         "would evict x, which recent jobs want"
     );
+}
+
+#[test]
+fn a_large_gpu_holding_two_checkpoints_runs_either_without_a_load() {
+    // The 24 GiB node ran Flux and then SD 1.5; both fit, so both are still loaded. An SD 1.5
+    // job finishes there in 1 s, against 2 s on the slower 8 GiB node that holds SD 1.5 too;
+    // counting only the last checkpoint, a Flux job would have been charged a 20 s load.
+    const GIB: u64 = 1 << 30;
+    let big = |last: &str| {
+        let mut node = node_for_test("big", 100.0, 0, None);
+        node.vram_total = 24 * GIB;
+        let first = if last == "flux" { "sd15" } else { "flux" };
+        for checkpoint in [first, last] {
+            let vram = if checkpoint == "flux" { 12 * GIB } else { GIB };
+            node.resident.touch(checkpoint, vram, node.vram_total);
+        }
+        node
+    };
+    let mut small = node_for_test("small", 50.0, 0, None);
+    small.vram_total = 8 * GIB;
+    small.resident.touch("sd15", GIB, small.vram_total);
+    let job = |id: &str, checkpoint: &str| {
+        let mut job = job_for_test(id, 1, 100, Some(checkpoint));
+        job.vram_need = if checkpoint == "flux" { 12 * GIB } else { GIB };
+        job
+    };
+    for last in ["flux", "sd15"] {
+        let mut policy = with(ExpectedFinishConfig::default());
+        let placed = pairs(
+            &mut policy,
+            vec![job("sd", "sd15")],
+            vec![big(last), small.clone()],
+        );
+        assert_eq!(placed, [pair("sd", "big")], "last used: {last}");
+        let mut policy = with(ExpectedFinishConfig::default());
+        let mut flux = job("f", "flux");
+        flux.cost = 1_000;
+        let mut other = big(last);
+        other.id = crate::NodeId("other".into());
+        other.resident = crate::ResidentSet::new();
+        other.resident.touch("sdxl", 6 * GIB, other.vram_total);
+        // 10 s on either 24 GiB node; only "other" would have to load.
+        let placed = pairs(&mut policy, vec![flux], vec![big(last), other]);
+        assert_eq!(placed, [pair("f", "big")], "last used: {last}");
+    }
 }

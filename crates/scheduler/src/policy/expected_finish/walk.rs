@@ -7,9 +7,9 @@
 //!
 //! 1. if a busy node is expected to finish it sooner (scaled by `hold_ratio`), the head is held
 //!    (left queued, its cost added to that node's expected backlog) and the walk moves on;
-//! 2. if the chosen node would have to switch checkpoint and a job within the window behind
-//!    the head needs the checkpoint resident there, that job takes the slot instead and the
-//!    head is scored again against what is left;
+//! 2. if the head's checkpoint would push another out of the chosen node's VRAM and a job
+//!    within the window behind the head needs a checkpoint resident there, that job takes the
+//!    slot instead and the head is scored again against what is left;
 //! 3. otherwise the head goes to the chosen node.
 //!
 //! Every placement counts as an overtake for each earlier, still queued job that could have
@@ -89,7 +89,7 @@ impl<'s> Walk<'s> {
         }
         let mut holders: HashMap<&str, u32> = HashMap::new();
         for index in 0..nodes.len() {
-            if let Some(resident) = round.resident_model(index) {
+            for resident in round.residents(index) {
                 *holders.entry(resident).or_default() += 1;
             }
         }
@@ -152,22 +152,25 @@ impl<'s> Walk<'s> {
             }
         }
         self.placed[job] = true;
-        let before = self.round.resident_model(node);
-        self.round.assign(node, &self.jobs[job]);
-        let after = self.round.resident_model(node);
         if let Some(checkpoint) = self.jobs[job].checkpoint.as_deref() {
             self.demand.placed(checkpoint);
+            for evicted in self
+                .round
+                .evictions(node, checkpoint, self.jobs[job].vram_need)
+            {
+                self.demand.unheld(evicted);
+            }
+            if !self.round.is_resident(node, checkpoint) {
+                self.demand.held(checkpoint);
+            }
         }
-        if before != after {
-            self.demand.switched(before, after);
-        }
+        self.round.assign(node, &self.jobs[job]);
         self.assigned.push((job, node));
     }
 
-    /// Returns a queued job within the window behind `head` that needs the checkpoint resident
+    /// Returns a queued job within the window behind `head` that needs a checkpoint resident
     /// on `node` and may jump ahead: no due job between would lose a node it can use.
     fn resident_match(&self, policy: &ExpectedFinish, head: usize, node: usize) -> Option<usize> {
-        let resident = self.round.resident_model(node)?;
         let mut seen = 0;
         for k in head + 1..self.jobs.len() {
             if self.placed[k] {
@@ -180,7 +183,11 @@ impl<'s> Walk<'s> {
             if !self.can_use(k, node) {
                 continue;
             }
-            if self.jobs[k].checkpoint.as_deref() == Some(resident) {
+            if self.jobs[k]
+                .checkpoint
+                .as_deref()
+                .is_some_and(|c| self.round.is_resident(node, c))
+            {
                 return Some(k);
             }
             // A due job that could use this node blocks everything behind it from this node.
@@ -247,13 +254,16 @@ impl<'s> Demand<'s> {
         }
     }
 
-    fn switched(&mut self, from: Option<&'s str>, to: Option<&'s str>) {
-        if let Some(n) = from.and_then(|c| self.holders.get_mut(c)) {
+    /// A node no longer holds `checkpoint`.
+    fn unheld(&mut self, checkpoint: &str) {
+        if let Some(n) = self.holders.get_mut(checkpoint) {
             *n = n.saturating_sub(1);
         }
-        if let Some(to) = to {
-            *self.holders.entry(to).or_default() += 1;
-        }
+    }
+
+    /// One more node holds `checkpoint`.
+    fn held(&mut self, checkpoint: &'s str) {
+        *self.holders.entry(checkpoint).or_default() += 1;
     }
 }
 
@@ -323,12 +333,15 @@ pub(super) fn plan_round(
         }
 
         let node = pick_near_best(policy, &free, rng);
+        // Only a load that evicts is a switch; one that fits beside the resident checkpoints
+        // costs its load time once, and the estimate already counted that.
         if !due
-            && job.checkpoint.is_some()
-            && walk
-                .round
-                .resident_model(node)
-                .is_some_and(|r| Some(r) != job.checkpoint.as_deref())
+            && job.checkpoint.as_deref().is_some_and(|c| {
+                walk.round
+                    .evictions(node, c, job.vram_need)
+                    .next()
+                    .is_some()
+            })
             && let Some(other) = walk.resident_match(policy, head, node)
         {
             walk.place(policy, other, node);
