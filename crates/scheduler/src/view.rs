@@ -197,7 +197,7 @@ impl NodeView {
 }
 
 /// One queued job as placement sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// Unique job id.
     pub id: JobId,
@@ -220,6 +220,10 @@ pub struct JobView {
     pub cost: u64,
     /// Checkpoint the job loads first, for model affinity; `None` when it loads none.
     pub checkpoint: Option<String>,
+    /// Seconds a node takes to load `checkpoint`, as the coordinator learnt it from cold
+    /// starts; `None` until learnt, when a policy uses its configured load time.
+    #[serde(default)]
+    pub load_secs: Option<f64>,
 }
 
 impl JobView {
@@ -236,6 +240,7 @@ impl JobView {
             vram_need: 0,
             cost: 0,
             checkpoint: None,
+            load_secs: None,
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod actor;
 pub mod discovery;
+pub mod load_time;
 mod prompts;
 pub mod speed;
 

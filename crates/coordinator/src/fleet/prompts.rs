@@ -31,6 +31,9 @@ pub struct OurPrompt {
     pub started_at: Option<Instant>,
     /// When its first sampler step was reported (`progress`): the work after any model load.
     pub sampling_since: Option<Instant>,
+    /// Whether its checkpoint was not believed resident on the node when it was sent, so the
+    /// node had to load it (see [`crate::fleet::load_time`]).
+    pub cold: bool,
     /// When the node last said anything about it (or it was dispatched or last checked), for
     /// the stall watchdog.
     pub last_event: Instant,
@@ -55,6 +58,7 @@ impl OurPrompt {
             started: false,
             started_at: None,
             sampling_since: None,
+            cold: false,
             last_event: now,
         }
     }

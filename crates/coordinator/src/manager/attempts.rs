@@ -160,6 +160,18 @@ impl Manager {
                             };
                             status.speed = SpeedEstimator::default().update(status.speed, &sample);
                         }
+                        // The gap before the first sampler step holds the model load, if any.
+                        if let (Some(prompt), Some(model)) =
+                            (&ended_prompt, crate::analysis::main_model(&live.needs))
+                            && let (Some(started), Some(sampling)) =
+                                (prompt.started_at, prompt.sampling_since)
+                        {
+                            self.load_times.record(
+                                &model,
+                                prompt.cold,
+                                sampling.saturating_duration_since(started).as_secs_f64(),
+                            );
+                        }
                     }
                     (
                         StateChange::Succeed {

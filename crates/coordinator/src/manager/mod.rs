@@ -398,6 +398,8 @@ pub struct Manager {
     tx: mpsc::UnboundedSender<Msg>,
     dirty: bool,
     admission: Arc<Admission>,
+    /// Model-load times learnt from cold starts, for placement's estimates.
+    load_times: crate::fleet::load_time::LoadTimes,
 }
 
 /// Starts the manager task. Returns its handle and the sender node actors signal into.
@@ -456,6 +458,7 @@ pub fn spawn(
         tx: tx.clone(),
         dirty: false,
         admission: Arc::clone(&admission),
+        load_times: crate::fleet::load_time::LoadTimes::new(),
     };
     let task = tokio::spawn(manager.run(rx).instrument(info_span!("manager")));
     (ManagerHandle { tx, admission }, signals_tx, task)

@@ -74,6 +74,13 @@ impl Manager {
             .iter()
             .take(window)
             .filter_map(|(_, _, id)| self.live.get(id).map(|live| live.view()))
+            .map(|mut view| {
+                view.load_secs = view
+                    .checkpoint
+                    .as_deref()
+                    .and_then(|c| self.load_times.load_secs(c));
+                view
+            })
             .collect();
         let snapshot = match Snapshot::new(jobs, nodes, self.settings.queue_order) {
             Ok(snapshot) => snapshot,
@@ -133,25 +140,7 @@ impl Manager {
         live.job = job;
         let titles_known = live.titles.is_some();
 
-        // Registered before the POST, so events that beat the POST answer find the job.
-        node.prompts.insert(
-            prompt_id.to_string(),
-            OurPrompt::dispatched(
-                id,
-                attempt,
-                live.cost(),
-                // Known from an earlier attempt, else installed before the POST (`Msg::Titles`).
-                live.titles.clone().unwrap_or_default(),
-            ),
-        );
-        self.metrics
-            .node_dispatches
-            .with_label_values(&[node_name])
-            .inc();
-        self.metrics
-            .node_in_flight
-            .with_label_values(&[node_name])
-            .set(node.prompts.len() as i64);
+        let mut cold = false;
         if let Some(model) = crate::analysis::main_model(&live.needs) {
             let mut status = node.status();
             // A GPU-less node holds one model at a time, as far as placement is concerned.
@@ -160,13 +149,32 @@ impl Manager {
             } else {
                 status.vram_total
             };
-            if status.resident.touch(&model, live.vram_need, vram_total) {
+            cold = status.resident.touch(&model, live.vram_need, vram_total);
+            if cold {
                 self.metrics
                     .node_model_loads
                     .with_label_values(&[node_name])
                     .inc();
             }
         }
+        let mut prompt = OurPrompt::dispatched(
+            id,
+            attempt,
+            live.cost(),
+            // Known from an earlier attempt, else installed before the POST (`Msg::Titles`).
+            live.titles.clone().unwrap_or_default(),
+        );
+        prompt.cold = cold;
+        // Registered before the POST, so events that beat the POST answer find the job.
+        node.prompts.insert(prompt_id.to_string(), prompt);
+        self.metrics
+            .node_dispatches
+            .with_label_values(&[node_name])
+            .inc();
+        self.metrics
+            .node_in_flight
+            .with_label_values(&[node_name])
+            .set(node.prompts.len() as i64);
         info!(job_id = %id, node = node_name, %prompt_id, attempt, "dispatching");
         let event = JobEvent::Dispatched {
             node: node_name.to_owned(),

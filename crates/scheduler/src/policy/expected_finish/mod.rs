@@ -50,9 +50,10 @@
 //! to the first odd job in a lull and switch back for the next common one; with the arrivals
 //! counted, a node loads another model only when enough work waits for it.
 //!
-//! NOTE: every load costs the same `model_load_secs`, whatever the checkpoint; a Flux load
-//! takes several times an SD 1.5 one. The coordinator could learn a load time per checkpoint
-//! and node from the gap between a cold prompt's start and its first sampler step.
+//! A load costs the checkpoint's own load time once the coordinator has learnt it from cold
+//! starts (an SD 1.5 file loads in a fraction of a Flux one's time), and the configured
+//! `model_load_secs` until then. The thrash penalty stays a configured figure: it prices the
+//! evicted checkpoint's comeback, which depends on demand more than on that one load.
 //!
 //! Finally, to avoid several coordinators herding onto one node when estimates are close (they
 //! are only estimates), the policy picks at random, with the caller's seeded RNG, among the best
@@ -79,7 +80,8 @@ use crate::view::{JobId, JobView};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExpectedFinishConfig {
-    /// Seconds added when the node must load the job's checkpoint. Default 20.
+    /// Seconds added when the node must load the job's checkpoint and the coordinator has not
+    /// learnt that checkpoint's load time yet ([`JobView::load_secs`]). Default 20.
     pub model_load_secs: f64,
     /// Extra seconds when that load evicts a checkpoint that queued or recent jobs still want
     /// (see the module documentation). Default 40: twice the default load, since an eviction
@@ -234,7 +236,10 @@ impl ExpectedFinish {
         if let Some(checkpoint) = job.checkpoint.as_deref()
             && !round.is_resident(index, checkpoint)
         {
-            secs += self.config.model_load_secs;
+            secs += job
+                .load_secs
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .unwrap_or(self.config.model_load_secs);
             // Only a load that pushes a checkpoint out of VRAM can be thrash: a 24 GiB GPU keeps
             // a small checkpoint beside a large one.
             if round

@@ -485,3 +485,37 @@ fn a_large_gpu_holding_two_checkpoints_runs_either_without_a_load() {
         assert_eq!(placed, [pair("f", "big")], "last used: {last}");
     }
 }
+
+#[test]
+fn a_learnt_load_time_replaces_the_configured_one() {
+    // As above, but the configured load time is 100 s while the coordinator has learnt that x
+    // loads in 5 s: the learnt figure decides, so from x4 on b loads x.
+    let mut a = node_for_test("a", 100.0, 100, Some("x"));
+    a.slot_limit = 1;
+    a.queue_running = 1;
+    let b = node_for_test("b", 100.0, 0, None);
+    let config = ExpectedFinishConfig {
+        model_load_secs: 100.0,
+        hold_ratio: 0.8,
+        ..ExpectedFinishConfig::default()
+    };
+    let jobs = |load_secs: Option<f64>| {
+        (1..=6)
+            .map(|i| {
+                let mut job = job_for_test(&format!("x{i}"), i, 100, Some("x"));
+                job.load_secs = load_secs;
+                job
+            })
+            .collect::<Vec<_>>()
+    };
+    let nodes = vec![a, b];
+    let placed = pairs(&mut with(config.clone()), jobs(Some(5.0)), nodes.clone());
+    assert_eq!(placed, [pair("x4", "b"), pair("x5", "b"), pair("x6", "b")]);
+    let placed = pairs(&mut with(config.clone()), jobs(None), nodes.clone());
+    assert!(placed.is_empty(), "a 100 s load never pays: {placed:?}");
+    let placed = pairs(&mut with(config), jobs(Some(f64::NAN)), nodes);
+    assert!(
+        placed.is_empty(),
+        "a learnt figure that is not a number is ignored"
+    );
+}
