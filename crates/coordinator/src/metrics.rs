@@ -9,7 +9,7 @@
 //! drive the coordinator and read exact values back without global state.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -70,8 +70,13 @@ pub struct Metrics {
     pub node_probe_failures: IntCounterVec,
     /// WebSocket reconnects, by `node`.
     pub node_websocket_reconnects: IntCounterVec,
-    /// Model loads inferred from a job whose checkpoint was not the node's last one, by `node`.
+    /// Model loads inferred from a job whose checkpoint was not believed resident on the node
+    /// (see [`scheduler::ResidentSet`]), by `node`.
     pub node_model_loads: IntCounterVec,
+    /// Learnt seconds a load of the model takes, from cold starts, by `model` (checkpoint or
+    /// diffusion-model file name; bounded by the fleet's model inventory, since a job whose
+    /// model no node has is refused).
+    pub model_load_seconds: GaugeVec,
     /// Prompts posted to the node, by `node`.
     pub node_dispatches: IntCounterVec,
 
@@ -221,9 +226,20 @@ impl Metrics {
             )?,
             node_model_loads: counter_vec(
                 "comfyfleet_node_model_loads_total",
-                "Checkpoint loads inferred from jobs whose model was not the node's last one.",
+                "Checkpoint loads inferred from jobs whose model was not believed resident.",
                 node,
             )?,
+            model_load_seconds: {
+                let metric = GaugeVec::new(
+                    Opts::new(
+                        "comfyfleet_model_load_seconds",
+                        "Learnt time a node takes to load the model, from cold starts.",
+                    ),
+                    &["model"],
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
             node_dispatches: counter_vec(
                 "comfyfleet_node_dispatches_total",
                 "Prompts posted to the node.",

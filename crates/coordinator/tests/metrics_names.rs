@@ -97,6 +97,9 @@ fn registered_families() -> BTreeMap<String, String> {
         vec.with_label_values(&["n"]);
     }
     metrics.node_probe_duration.with_label_values(&["n"]);
+    metrics
+        .model_load_seconds
+        .with_label_values(&["sd_xl_base_1.0.safetensors"]);
     metrics.relay_events.with_label_values(&["progress"]);
     metrics
         .grpc_requests

@@ -171,6 +171,12 @@ impl Manager {
                                 prompt.cold,
                                 sampling.saturating_duration_since(started).as_secs_f64(),
                             );
+                            if let Some(secs) = self.load_times.load_secs(&model) {
+                                self.metrics
+                                    .model_load_seconds
+                                    .with_label_values(&[model.as_str()])
+                                    .set(secs);
+                            }
                         }
                     }
                     (

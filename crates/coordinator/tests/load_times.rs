@@ -1,0 +1,102 @@
+//! The coordinator learns a checkpoint's load time from a cold start on a real (emulated) node
+//! and exports it: the gap before the first sampler step of a cold prompt, less a warm one's.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use comfy_sim::{ModelFile, NodeConfig as SimConfig};
+use fleet_proto::v1::SubmitJobRequest;
+use fleet_proto::v1::job_service_client::JobServiceClient;
+
+/// The emulator's load time of the test checkpoint, before the time scale.
+const LOAD_SECS: f64 = 40.0;
+/// Emulated time scale: the load takes 0.4 s of wall time.
+const TIME_SCALE: f64 = 0.01;
+const CHECKPOINT: &str = "loadtest_v1.safetensors";
+
+/// A two-step SD 1.5-style txt2img on the test checkpoint; `seed` keeps prompts distinct.
+fn workflow(seed: u32) -> Vec<u8> {
+    format!(
+        r#"{{
+  "4": {{"class_type": "CheckpointLoaderSimple", "inputs": {{"ckpt_name": "{CHECKPOINT}"}}}},
+  "5": {{"class_type": "EmptyLatentImage", "inputs": {{"width": 512, "height": 512, "batch_size": 1}}}},
+  "6": {{"class_type": "CLIPTextEncode", "inputs": {{"text": "a lighthouse", "clip": ["4", 1]}}}},
+  "7": {{"class_type": "CLIPTextEncode", "inputs": {{"text": "blurry", "clip": ["4", 1]}}}},
+  "3": {{"class_type": "KSampler", "inputs": {{"seed": {seed}, "steps": 2, "cfg": 7, "sampler_name": "euler",
+        "scheduler": "normal", "denoise": 1, "model": ["4", 0], "positive": ["6", 0],
+        "negative": ["7", 0], "latent_image": ["5", 0]}}}},
+  "8": {{"class_type": "VAEDecode", "inputs": {{"samples": ["3", 0], "vae": ["4", 2]}}}},
+  "9": {{"class_type": "SaveImage", "inputs": {{"filename_prefix": "load", "images": ["8", 0]}}}}
+}}"#
+    )
+    .into_bytes()
+}
+
+fn learnt(metrics: &coordinator::metrics::Metrics) -> Option<f64> {
+    let text = metrics.render();
+    text.lines()
+        .find(|line| {
+            line.starts_with(&format!(
+                "comfyfleet_model_load_seconds{{model=\"{CHECKPOINT}\"}}"
+            ))
+        })
+        .map(|line| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a number")
+        })
+}
+
+#[tokio::test]
+async fn a_cold_start_teaches_the_checkpoint_load_time() {
+    let node = SimConfig::named("gpu-0")
+        .with_time_scale(TIME_SCALE)
+        .with_model(
+            "checkpoints",
+            ModelFile {
+                name: CHECKPOINT.into(),
+                size: Some(2 << 30),
+                load_seconds: Some(LOAD_SECS),
+            },
+        );
+    let fleet = support::start_sim_fleet(vec![node]).await;
+    let metrics = fleet.coordinator.metrics().clone();
+    assert_eq!(learnt(&metrics), None, "nothing learnt before a job ran");
+
+    let url = format!("http://{}", fleet.coordinator.grpc_addr());
+    let mut client = JobServiceClient::connect(url).await.expect("gRPC connects");
+    // One job at a time: the first loads the checkpoint, the others find it resident.
+    for seed in 0..3u32 {
+        client
+            .submit_job(SubmitJobRequest {
+                workflow: workflow(seed),
+                ..Default::default()
+            })
+            .await
+            .expect("job accepted");
+        let started = Instant::now();
+        while metrics
+            .jobs_finished
+            .with_label_values(&["succeeded"])
+            .get()
+            < u64::from(seed) + 1
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "job {seed} did not succeed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let loads = metrics.node_model_loads.with_label_values(&["gpu-0"]).get();
+    assert_eq!(loads, 1, "one load for three jobs on one checkpoint");
+    let secs = learnt(&metrics).expect("a load time is exported after a cold start");
+    let expected = LOAD_SECS * TIME_SCALE;
+    // Scheduling noise on a shared machine shifts each gap by milliseconds to tens of them.
+    assert!(
+        (expected * 0.5..expected * 2.0).contains(&secs),
+        "learnt {secs:.3} s, the node loads in {expected:.3} s"
+    );
+}
