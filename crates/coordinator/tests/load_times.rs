@@ -100,3 +100,71 @@ async fn a_cold_start_teaches_the_checkpoint_load_time() {
         "learnt {secs:.3} s, the node loads in {expected:.3} s"
     );
 }
+
+#[tokio::test]
+async fn a_reconnected_node_is_assumed_to_hold_no_checkpoint() {
+    // The event socket dropping may mean the node restarted with empty VRAM, so the next job
+    // on the same checkpoint counts as a load again.
+    let node = SimConfig::named("gpu-0").with_time_scale(0.0).with_model(
+        "checkpoints",
+        ModelFile {
+            name: CHECKPOINT.into(),
+            size: Some(2 << 30),
+            load_seconds: Some(LOAD_SECS),
+        },
+    );
+    let fleet = support::start_sim_fleet(vec![node]).await;
+    let metrics = fleet.coordinator.metrics().clone();
+    let url = format!("http://{}", fleet.coordinator.grpc_addr());
+    let mut client = JobServiceClient::connect(url).await.expect("gRPC connects");
+    let mut run = async |seed: u32| {
+        client
+            .submit_job(SubmitJobRequest {
+                workflow: workflow(seed),
+                ..Default::default()
+            })
+            .await
+            .expect("job accepted");
+        let started = Instant::now();
+        while metrics
+            .jobs_finished
+            .with_label_values(&["succeeded"])
+            .get()
+            < u64::from(seed) + 1
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "job {seed} did not succeed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let loads = || metrics.node_model_loads.with_label_values(&["gpu-0"]).get();
+    run(0).await;
+    run(1).await;
+    assert_eq!(loads(), 1, "the second job found the checkpoint resident");
+    fleet.sims[0]
+        .set_faults(comfy_sim::FaultConfig {
+            drop_ws_mid_run: true,
+            ..Default::default()
+        })
+        .expect("faults set");
+    // The socket drops while this job runs; it still succeeds (reconciled over HTTP).
+    run(2).await;
+    let started = Instant::now();
+    while metrics
+        .node_websocket_reconnects
+        .with_label_values(&["gpu-0"])
+        .get()
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run(3).await;
+    assert_eq!(
+        loads(),
+        2,
+        "after the reconnect the checkpoint counts as loaded again"
+    );
+}

@@ -352,6 +352,8 @@ fn mark_probe_failed(node: &Node, context: &ActorContext, series: &mut NodeSerie
         if since.elapsed() >= context.settings.down_after {
             lost = status.health != Health::Down;
             status.health = Health::Down;
+            // Whatever comes back, if anything, starts with nothing loaded as far as we know.
+            status.resident = scheduler::ResidentSet::new();
         } else if status.consecutive_failures >= context.settings.suspect_after
             && status.health == Health::Up
         {
@@ -425,6 +427,10 @@ async fn event_loop(node: Arc<Node>, context: ActorContext) {
             WsItem::Connected { reconnect } => {
                 node.status().socket_connected = true;
                 if reconnect {
+                    // The node may have restarted with empty VRAM: a guess that it still holds
+                    // its checkpoints would draw jobs to a node that must load them again.
+                    // After a mere network blip this charges one load too many, no more.
+                    node.status().resident = scheduler::ResidentSet::new();
                     context
                         .metrics
                         .node_websocket_reconnects
