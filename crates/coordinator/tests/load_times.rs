@@ -6,8 +6,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use comfy_sim::{ModelFile, NodeConfig as SimConfig};
+use coordinator::metrics::Metrics;
 use fleet_proto::v1::SubmitJobRequest;
 use fleet_proto::v1::job_service_client::JobServiceClient;
+use tonic::transport::Channel;
 
 /// The emulator's load time of the test checkpoint, before the time scale.
 const LOAD_SECS: f64 = 40.0;
@@ -33,26 +35,10 @@ fn workflow(seed: u32) -> Vec<u8> {
     .into_bytes()
 }
 
-fn learnt(metrics: &coordinator::metrics::Metrics) -> Option<f64> {
-    let text = metrics.render();
-    text.lines()
-        .find(|line| {
-            line.starts_with(&format!(
-                "comfyfleet_model_load_seconds{{model=\"{CHECKPOINT}\"}}"
-            ))
-        })
-        .map(|line| {
-            line.rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .expect("a number")
-        })
-}
-
-#[tokio::test]
-async fn a_cold_start_teaches_the_checkpoint_load_time() {
-    let node = SimConfig::named("gpu-0")
-        .with_time_scale(TIME_SCALE)
+/// One emulated GPU that has the test checkpoint.
+fn node(time_scale: f64) -> SimConfig {
+    SimConfig::named("gpu-0")
+        .with_time_scale(time_scale)
         .with_model(
             "checkpoints",
             ModelFile {
@@ -60,38 +46,61 @@ async fn a_cold_start_teaches_the_checkpoint_load_time() {
                 size: Some(2 << 30),
                 load_seconds: Some(LOAD_SECS),
             },
+        )
+}
+
+/// Submits the job of `seed` and waits until it succeeded (`seed` jobs succeeded before it).
+async fn run_one(client: &mut JobServiceClient<Channel>, metrics: &Metrics, seed: u32) {
+    client
+        .submit_job(SubmitJobRequest {
+            workflow: workflow(seed),
+            ..Default::default()
+        })
+        .await
+        .expect("job accepted");
+    let started = Instant::now();
+    while metrics
+        .jobs_finished
+        .with_label_values(&["succeeded"])
+        .get()
+        < u64::from(seed) + 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job {seed} did not succeed"
         );
-    let fleet = support::start_sim_fleet(vec![node]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn learnt(metrics: &Metrics) -> Option<f64> {
+    let text = metrics.render();
+    let series = format!("comfyfleet_model_load_seconds{{model=\"{CHECKPOINT}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map(|value| value.parse().expect("a number"))
+}
+
+fn loads(metrics: &Metrics) -> u64 {
+    metrics.node_model_loads.with_label_values(&["gpu-0"]).get()
+}
+
+#[tokio::test]
+async fn a_cold_start_teaches_the_checkpoint_load_time() {
+    let fleet = support::start_sim_fleet(vec![node(TIME_SCALE)]).await;
     let metrics = fleet.coordinator.metrics().clone();
     assert_eq!(learnt(&metrics), None, "nothing learnt before a job ran");
-
     let url = format!("http://{}", fleet.coordinator.grpc_addr());
     let mut client = JobServiceClient::connect(url).await.expect("gRPC connects");
     // One job at a time: the first loads the checkpoint, the others find it resident.
-    for seed in 0..3u32 {
-        client
-            .submit_job(SubmitJobRequest {
-                workflow: workflow(seed),
-                ..Default::default()
-            })
-            .await
-            .expect("job accepted");
-        let started = Instant::now();
-        while metrics
-            .jobs_finished
-            .with_label_values(&["succeeded"])
-            .get()
-            < u64::from(seed) + 1
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "job {seed} did not succeed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    for seed in 0..3 {
+        run_one(&mut client, &metrics, seed).await;
     }
-    let loads = metrics.node_model_loads.with_label_values(&["gpu-0"]).get();
-    assert_eq!(loads, 1, "one load for three jobs on one checkpoint");
+    assert_eq!(
+        loads(&metrics),
+        1,
+        "one load for three jobs on one checkpoint"
+    );
     let secs = learnt(&metrics).expect("a load time is exported after a cold start");
     let expected = LOAD_SECS * TIME_SCALE;
     // Scheduling noise on a shared machine shifts each gap by milliseconds to tens of them.
@@ -105,44 +114,17 @@ async fn a_cold_start_teaches_the_checkpoint_load_time() {
 async fn a_reconnected_node_is_assumed_to_hold_no_checkpoint() {
     // The event socket dropping may mean the node restarted with empty VRAM, so the next job
     // on the same checkpoint counts as a load again.
-    let node = SimConfig::named("gpu-0").with_time_scale(0.0).with_model(
-        "checkpoints",
-        ModelFile {
-            name: CHECKPOINT.into(),
-            size: Some(2 << 30),
-            load_seconds: Some(LOAD_SECS),
-        },
-    );
-    let fleet = support::start_sim_fleet(vec![node]).await;
+    let fleet = support::start_sim_fleet(vec![node(0.0)]).await;
     let metrics = fleet.coordinator.metrics().clone();
     let url = format!("http://{}", fleet.coordinator.grpc_addr());
     let mut client = JobServiceClient::connect(url).await.expect("gRPC connects");
-    let mut run = async |seed: u32| {
-        client
-            .submit_job(SubmitJobRequest {
-                workflow: workflow(seed),
-                ..Default::default()
-            })
-            .await
-            .expect("job accepted");
-        let started = Instant::now();
-        while metrics
-            .jobs_finished
-            .with_label_values(&["succeeded"])
-            .get()
-            < u64::from(seed) + 1
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "job {seed} did not succeed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let loads = || metrics.node_model_loads.with_label_values(&["gpu-0"]).get();
-    run(0).await;
-    run(1).await;
-    assert_eq!(loads(), 1, "the second job found the checkpoint resident");
+    run_one(&mut client, &metrics, 0).await;
+    run_one(&mut client, &metrics, 1).await;
+    assert_eq!(
+        loads(&metrics),
+        1,
+        "the second job found the checkpoint resident"
+    );
     fleet.sims[0]
         .set_faults(comfy_sim::FaultConfig {
             drop_ws_mid_run: true,
@@ -150,7 +132,7 @@ async fn a_reconnected_node_is_assumed_to_hold_no_checkpoint() {
         })
         .expect("faults set");
     // The socket drops while this job runs; it still succeeds (reconciled over HTTP).
-    run(2).await;
+    run_one(&mut client, &metrics, 2).await;
     let started = Instant::now();
     while metrics
         .node_websocket_reconnects
@@ -161,9 +143,9 @@ async fn a_reconnected_node_is_assumed_to_hold_no_checkpoint() {
         assert!(started.elapsed() < Duration::from_secs(10), "no reconnect");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    run(3).await;
+    run_one(&mut client, &metrics, 3).await;
     assert_eq!(
-        loads(),
+        loads(&metrics),
         2,
         "after the reconnect the checkpoint counts as loaded again"
     );
