@@ -508,7 +508,7 @@ pub async fn nodes(channel: Channel, mode: Mode) -> Result<u8> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<14}  {:<9}  {:<34}  {:>17}  {:>9}  {:>9}  {:>6}  LAST MODEL",
+        "{:<14}  {:<9}  {:<34}  {:>17}  {:>9}  {:>9}  {:>6}  MODELS IN VRAM (LAST USED FIRST)",
         "NODE", "HEALTH", "GPU", "VRAM USED/TOTAL", "QUEUE R/P", "IN FLIGHT", "DONE"
     );
     for node in &answer.nodes {
@@ -523,10 +523,21 @@ pub async fn nodes(channel: Channel, mode: Mode) -> Result<u8> {
             format!("{}/{}", node.queue_running, node.queue_pending),
             node.in_flight,
             node.jobs_done,
-            node.last_model
+            resident_models(node)
         );
     }
     Ok(exit::OK)
+}
+
+/// The checkpoints the coordinator believes the node holds, most recently used first; the last
+/// model alone when talking to a coordinator that does not report the set.
+fn resident_models(node: &Node) -> String {
+    if node.resident_models.is_empty() {
+        return node.last_model.clone();
+    }
+    let mut names: Vec<&str> = node.resident_models.iter().map(String::as_str).collect();
+    names.reverse();
+    names.join(", ")
 }
 
 /// `comfyfleet drain NODE` and `comfyfleet undrain NODE`.

@@ -43,7 +43,7 @@ enum Command {
     Watch(WatchArgs),
     /// Lists jobs.
     Jobs(JobsArgs),
-    /// Shows the fleet: health, GPU, VRAM, queue and last model of every node.
+    /// Shows the fleet: health, GPU, VRAM, queue and the models believed in VRAM of every node.
     Nodes(ClientArgs),
     /// Cancels a job, wherever it is (queued, waiting on a node, running).
     Cancel(JobArgs),

@@ -140,6 +140,30 @@ fn json_output_is_one_object_per_line_ending_with_success_and_saved() {
         nodes.iter().all(|node| node["simulated"] == true),
         "{nodes:?}"
     );
+    // A node that ran an attempt of the job (one may have failed out of memory on a small
+    // GPU before the retry) is believed to hold its checkpoint; the others hold nothing.
+    let table = up.run(&["nodes"]).stdout;
+    assert!(table.contains("MODELS IN VRAM"), "{table}");
+    for node in &nodes {
+        let ran =
+            node["jobs_done"].as_u64().unwrap_or(0) + node["jobs_failed"].as_u64().unwrap_or(0);
+        let model = node["last_model"].as_str().expect("last_model");
+        let row = table
+            .lines()
+            .find(|line| line.starts_with(node["name"].as_str().expect("name")))
+            .expect("a row for the node");
+        if ran > 0 {
+            assert!(model.ends_with(".safetensors"), "{node}");
+            assert_eq!(
+                node["resident_models"],
+                serde_json::json!([model]),
+                "{node}"
+            );
+            assert!(row.ends_with(model), "{row}");
+        } else {
+            assert_eq!(node["resident_models"], serde_json::json!([]), "{node}");
+        }
+    }
     let jobs = json_lines(&up.run(&["jobs", "--json"]).stdout);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["state"], "succeeded");
