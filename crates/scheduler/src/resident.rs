@@ -16,6 +16,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most checkpoints one node is believed to hold. VRAM bounds the set already; this bounds it
+/// also when sizes are tiny estimates (a checkpoint of an unknown family counts only its
+/// sampler's activations), so a node's entry in `ListNodes` stays short.
+pub const MAX_RESIDENT: usize = 16;
+
 /// One checkpoint believed resident on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resident {
@@ -77,6 +82,9 @@ impl ResidentSet {
         };
         let mut fit = Fit::new(vram, vram_total, self.models.iter().map(|m| m.vram));
         self.models.retain(|m| !fit.evicts(m.vram));
+        if self.models.len() >= MAX_RESIDENT {
+            self.models.drain(..=self.models.len() - MAX_RESIDENT);
+        }
         self.models.push(Resident {
             checkpoint: checkpoint.to_owned(),
             vram,
@@ -192,6 +200,20 @@ mod tests {
         set.touch("a", 2 * GIB, 8 * GIB);
         set.touch("huge", 20 * GIB, 8 * GIB);
         assert_eq!(names(&set), ["huge"]);
+    }
+
+    #[test]
+    fn the_set_never_grows_past_its_bound() {
+        let mut set = ResidentSet::new();
+        for i in 0..100 {
+            set.touch(&format!("m{i}"), 1 << 20, 80 * GIB);
+        }
+        assert_eq!(set.len(), MAX_RESIDENT);
+        assert_eq!(set.most_recent(), Some("m99"));
+        assert_eq!(
+            set.iter().next().map(|m| m.checkpoint.as_str()),
+            Some("m84")
+        );
     }
 
     #[test]
