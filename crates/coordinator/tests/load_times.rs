@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use comfy_sim::{ModelFile, NodeConfig as SimConfig};
 use coordinator::metrics::Metrics;
-use fleet_proto::v1::SubmitJobRequest;
 use fleet_proto::v1::job_service_client::JobServiceClient;
 use tonic::transport::Channel;
 
@@ -51,13 +50,7 @@ fn node(time_scale: f64) -> SimConfig {
 
 /// Submits the job of `seed` and waits until it succeeded (`seed` jobs succeeded before it).
 async fn run_one(client: &mut JobServiceClient<Channel>, metrics: &Metrics, seed: u32) {
-    client
-        .submit_job(SubmitJobRequest {
-            workflow: workflow(seed),
-            ..Default::default()
-        })
-        .await
-        .expect("job accepted");
+    support::submit_workflow(client, workflow(seed)).await;
     let started = Instant::now();
     while metrics
         .jobs_finished

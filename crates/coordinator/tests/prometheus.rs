@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use comfy_sim::NodeConfig as SimConfig;
 use coordinator::Coordinator;
-use fleet_proto::v1::SubmitJobRequest;
 use fleet_proto::v1::job_service_client::JobServiceClient;
 
 /// A tiny workflow every simulated node can run: an image, inverted, saved.
@@ -59,13 +58,7 @@ async fn run_jobs(fleet: &Fleet, count: u32) {
     let url = format!("http://{}", fleet.coordinator.grpc_addr());
     let mut client = JobServiceClient::connect(url).await.expect("gRPC connects");
     for seed in 0..count {
-        client
-            .submit_job(SubmitJobRequest {
-                workflow: workflow(seed),
-                ..Default::default()
-            })
-            .await
-            .expect("job accepted");
+        support::submit_workflow(&mut client, workflow(seed)).await;
     }
     let metrics = fleet.coordinator.metrics().clone();
     let finished = move || {

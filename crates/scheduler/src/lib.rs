@@ -50,6 +50,6 @@ pub use policy::{
 };
 pub use snapshot::{QueueOrder, Snapshot};
 pub use view::{
-    DEFAULT_SLOT_LIMIT, DEFAULT_SPEED, Health, JobId, JobView, ModelFile, NodeId, NodeView,
-    Resident, ResidentSet,
+    DEFAULT_SLOT_LIMIT, DEFAULT_SPEED, Health, JobId, JobView, MAX_RESIDENT, ModelFile, NodeId,
+    NodeView, Resident, ResidentSet, Touch,
 };

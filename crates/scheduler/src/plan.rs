@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::eligibility::{can_run_now, is_available};
-use crate::resident::Fit;
+use crate::resident::{ResidentSet, Touch};
 use crate::snapshot::Snapshot;
 use crate::view::{JobId, JobView, ModelFile, NodeId, NodeView};
 
@@ -56,7 +56,7 @@ pub struct Round<'s> {
     planned_cost: Vec<u64>,
     /// Per node, the checkpoints expected in VRAM with their estimated sizes, least recently
     /// used first, counting this round's assignments.
-    resident: Vec<Vec<(&'s str, u64)>>,
+    resident: Vec<ResidentSet<&'s str>>,
 }
 
 impl<'s> Round<'s> {
@@ -70,15 +70,7 @@ impl<'s> Round<'s> {
                 .collect(),
             planned: vec![0; nodes.len()],
             planned_cost: vec![0; nodes.len()],
-            resident: nodes
-                .iter()
-                .map(|n| {
-                    n.resident
-                        .iter()
-                        .map(|m| (m.checkpoint.as_str(), m.vram))
-                        .collect()
-                })
-                .collect(),
+            resident: nodes.iter().map(|n| n.resident.borrowed()).collect(),
         }
     }
 
@@ -108,12 +100,12 @@ impl<'s> Round<'s> {
     /// Whether `checkpoint` is expected in VRAM once the node has run what it holds and what
     /// this round gave it.
     pub fn is_resident(&self, index: usize, checkpoint: &str) -> bool {
-        self.resident[index].iter().any(|&(c, _)| c == checkpoint)
+        self.resident[index].contains(checkpoint)
     }
 
     /// The checkpoints expected in VRAM on the node, least recently used first.
     pub fn residents(&self, index: usize) -> impl Iterator<Item = &'s str> + '_ {
-        self.resident[index].iter().map(|&(c, _)| c)
+        self.resident[index].iter().map(|m| m.checkpoint)
     }
 
     /// The checkpoints a load of `checkpoint` by a job needing `vram` bytes would push out of
@@ -124,21 +116,14 @@ impl<'s> Round<'s> {
         checkpoint: &str,
         vram: u64,
     ) -> impl Iterator<Item = &'s str> + '_ {
-        let resident = &self.resident[index];
-        let already = resident.iter().any(|&(c, _)| c == checkpoint);
-        let mut fit = Fit::new(
-            vram,
-            self.nodes[index].vram_total,
-            resident.iter().map(|&(_, size)| size),
-        );
-        resident
-            .iter()
-            .take_while(move |_| !already)
-            .filter(move |&&(_, size)| fit.evicts(size))
-            .map(|&(c, _)| c)
+        self.resident[index]
+            .evictions(checkpoint, vram, self.nodes[index].vram_total)
+            .copied()
     }
 
-    pub(crate) fn assign(&mut self, index: usize, job: &'s JobView) {
+    /// Assigns `job` to the node; returns what its checkpoint load does to the node's VRAM
+    /// (`None` for a job that loads no checkpoint).
+    pub(crate) fn assign(&mut self, index: usize, job: &'s JobView) -> Option<Touch<&'s str>> {
         debug_assert!(
             self.free[index] > 0,
             "a node must have a free slot to be assigned a job"
@@ -146,17 +131,8 @@ impl<'s> Round<'s> {
         self.free[index] -= 1;
         self.planned[index] += 1;
         self.planned_cost[index] = self.planned_cost[index].saturating_add(job.cost);
-        if let Some(checkpoint) = job.checkpoint.as_deref() {
-            let resident = &mut self.resident[index];
-            resident.retain(|&(c, _)| c != checkpoint);
-            let mut fit = Fit::new(
-                job.vram_need,
-                self.nodes[index].vram_total,
-                resident.iter().map(|&(_, size)| size),
-            );
-            resident.retain(|&(_, size)| !fit.evicts(size));
-            resident.push((checkpoint, job.vram_need));
-        }
+        let checkpoint = job.checkpoint.as_deref()?;
+        Some(self.resident[index].touch(checkpoint, job.vram_need, self.nodes[index].vram_total))
     }
 }
 

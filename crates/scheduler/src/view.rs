@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::resident::{Resident, ResidentSet};
+pub use crate::resident::{MAX_RESIDENT, Resident, ResidentSet, Touch};
 
 /// Default number of our prompts a node may hold at once: one running, one prefetched.
 pub const DEFAULT_SLOT_LIMIT: u32 = 2;

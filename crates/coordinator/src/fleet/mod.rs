@@ -153,6 +153,12 @@ impl NodeStatus {
             (false, Health::Down) => NodeHealth::Down,
         }
     }
+
+    /// VRAM as placement counts it: 0 on a GPU-less node, which then runs no job with a VRAM
+    /// need and holds one model at a time.
+    pub fn placement_vram_total(&self) -> u64 {
+        if self.cpu_only { 0 } else { self.vram_total }
+    }
 }
 
 /// One node of the fleet.
@@ -199,17 +205,13 @@ impl Node {
         let status = self.status().clone();
         let prompts = self.prompts.summary_at(Instant::now(), status.speed);
         let mut view = NodeView::new(self.spec.name.clone());
+        view.vram_total = status.placement_vram_total();
         view.health = status.health;
         view.draining = status.draining || status.leaving;
         view.inventory_known = status.classes.is_some();
         view.labels = self.spec.labels.clone();
         view.classes = status.classes.unwrap_or_default();
         view.models = status.models;
-        view.vram_total = if status.cpu_only {
-            0
-        } else {
-            status.vram_total
-        };
         view.vram_free = status.vram_free;
         // Our prompts the probe already shows are in running/pending; those it has not seen
         // yet are added as in flight, so the slot limit holds between probes.

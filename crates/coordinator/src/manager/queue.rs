@@ -143,13 +143,11 @@ impl Manager {
         let mut cold = false;
         if let Some(model) = crate::analysis::main_model(&live.needs) {
             let mut status = node.status();
-            // A GPU-less node holds one model at a time, as far as placement is concerned.
-            let vram_total = if status.cpu_only {
-                0
-            } else {
-                status.vram_total
-            };
-            cold = status.resident.touch(&model, live.vram_need, vram_total);
+            let vram_total = status.placement_vram_total();
+            cold = status
+                .resident
+                .touch(model, live.vram_need, vram_total)
+                .loaded;
             if cold {
                 self.metrics
                     .node_model_loads

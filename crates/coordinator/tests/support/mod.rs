@@ -106,3 +106,17 @@ pub async fn start_sim_fleet_with(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Submits `workflow` with every other field at its default; panics when it is refused.
+pub async fn submit_workflow(
+    client: &mut fleet_proto::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
+    workflow: Vec<u8>,
+) {
+    client
+        .submit_job(fleet_proto::v1::SubmitJobRequest {
+            workflow,
+            ..Default::default()
+        })
+        .await
+        .expect("job accepted");
+}

@@ -152,19 +152,18 @@ impl<'s> Walk<'s> {
             }
         }
         self.placed[job] = true;
-        if let Some(checkpoint) = self.jobs[job].checkpoint.as_deref() {
+        let checkpoint = self.jobs[job].checkpoint.as_deref();
+        if let (Some(checkpoint), Some(touch)) =
+            (checkpoint, self.round.assign(node, &self.jobs[job]))
+        {
             self.demand.placed(checkpoint);
-            for evicted in self
-                .round
-                .evictions(node, checkpoint, self.jobs[job].vram_need)
-            {
+            for evicted in touch.evicted {
                 self.demand.unheld(evicted);
             }
-            if !self.round.is_resident(node, checkpoint) {
+            if touch.loaded {
                 self.demand.held(checkpoint);
             }
         }
-        self.round.assign(node, &self.jobs[job]);
         self.assigned.push((job, node));
     }
 
