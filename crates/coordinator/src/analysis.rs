@@ -168,34 +168,59 @@ pub fn job_view(job: &Job, arrival: u64) -> JobView {
     let analysis = &job.spec.analysis;
     let vram_need =
         estimate_vram(analysis).saturating_add(estimate_activations(&job.spec.workflow));
-    placement_view(job, analysis, arrival, vram_need)
+    placement_view(job, &PlacementNeeds::of(analysis), arrival, vram_need)
 }
 
-/// The placement view of `job` with `analysis` standing for its own (queued jobs share one
+/// What placement reads of a workflow analysis, in the shapes the scheduler takes.
+///
+/// Built once per distinct analysis and shared by the queued jobs that have it, so that a
+/// placement round, which views every job in its window, copies two pointers per job rather
+/// than its sets of class and model names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementNeeds {
+    /// Node classes the workflow uses.
+    pub classes: Arc<BTreeSet<String>>,
+    /// Model files the workflow loads.
+    pub models: Arc<BTreeSet<ModelFile>>,
+    /// The model it loads first (see [`main_model`]).
+    pub checkpoint: Option<String>,
+    /// Estimated work in cost units (see [`cost_units`]).
+    pub cost: u64,
+}
+
+impl PlacementNeeds {
+    /// Reads placement's needs out of `analysis`.
+    pub fn of(analysis: &WorkflowAnalysis) -> Self {
+        let models = analysis
+            .models
+            .iter()
+            .flat_map(|(folder, names)| {
+                names
+                    .iter()
+                    .map(move |name| ModelFile::new(folder.clone(), name.clone()))
+            })
+            .collect::<BTreeSet<_>>();
+        Self {
+            classes: Arc::new(analysis.required_classes.clone()),
+            models: Arc::new(models),
+            checkpoint: main_model(analysis),
+            cost: cost_units(analysis),
+        }
+    }
+}
+
+/// The placement view of `job` with `needs` read from its analysis (queued jobs share one
 /// copy of equal analyses) and a VRAM need worked out beforehand (it needs the workflow bytes,
 /// which queued jobs do not keep).
-pub fn placement_view(
-    job: &Job,
-    analysis: &WorkflowAnalysis,
-    arrival: u64,
-    vram_need: u64,
-) -> JobView {
+pub fn placement_view(job: &Job, needs: &PlacementNeeds, arrival: u64, vram_need: u64) -> JobView {
     let mut view = JobView::new(job.id.to_string(), arrival);
     view.priority = job.spec.priority;
     view.tenant.clone_from(&job.spec.tenant);
     view.required_labels.clone_from(&job.spec.required_labels);
-    view.required_classes.clone_from(&analysis.required_classes);
-    view.required_models = analysis
-        .models
-        .iter()
-        .flat_map(|(folder, names)| {
-            names
-                .iter()
-                .map(move |name| ModelFile::new(folder.clone(), name.clone()))
-        })
-        .collect::<BTreeSet<_>>();
-    view.cost = cost_units(analysis);
-    view.checkpoint = main_model(analysis);
+    view.required_classes = Arc::clone(&needs.classes);
+    view.required_models = Arc::clone(&needs.models);
+    view.cost = needs.cost;
+    view.checkpoint.clone_from(&needs.checkpoint);
     view.vram_need = vram_need;
     view
 }

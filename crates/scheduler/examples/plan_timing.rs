@@ -5,6 +5,7 @@
 //! to read, not a test: nothing fails on a slow machine.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -51,10 +52,10 @@ fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
             node.labels
                 .insert("pool".into(), ["a", "b", "c"][i % 3].into());
             // Core classes everywhere, extras on some nodes.
-            node.classes = CLASSES[..5].iter().map(|c| (*c).to_owned()).collect();
+            node.classes = Arc::new(CLASSES[..5].iter().map(|c| (*c).to_owned()).collect());
             for extra in &CLASSES[5..] {
                 if rng.random_bool(0.5) {
-                    node.classes.insert((*extra).to_owned());
+                    Arc::make_mut(&mut node.classes).insert((*extra).to_owned());
                 }
             }
             let ckpts: BTreeSet<String> = CHECKPOINTS
@@ -62,7 +63,7 @@ fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
                 .filter(|_| rng.random_bool(0.6))
                 .map(|c| (*c).to_owned())
                 .collect();
-            node.models.insert("checkpoints".into(), ckpts);
+            Arc::make_mut(&mut node.models).insert("checkpoints".into(), ckpts);
             node.vram_total = [8, 12, 16, 24, 48, 80][rng.random_range(0..6)] * GIB;
             node.vram_free = node.vram_total / 2;
             node.queue_running = match shape {
@@ -92,14 +93,13 @@ fn queue(rng: &mut StdRng) -> Vec<JobView> {
                 job.required_labels
                     .insert("pool".into(), ["a", "b", "c"][i % 3].into());
             }
-            job.required_classes = CLASSES[..5].iter().map(|c| (*c).to_owned()).collect();
+            job.required_classes = Arc::new(CLASSES[..5].iter().map(|c| (*c).to_owned()).collect());
             if rng.random_bool(0.2) {
-                job.required_classes
+                Arc::make_mut(&mut job.required_classes)
                     .insert(CLASSES[rng.random_range(5..8)].to_owned());
             }
             let ckpt = CHECKPOINTS[rng.random_range(0..CHECKPOINTS.len())];
-            job.required_models
-                .insert(ModelFile::new("checkpoints", ckpt));
+            Arc::make_mut(&mut job.required_models).insert(ModelFile::new("checkpoints", ckpt));
             job.checkpoint = Some(ckpt.to_owned());
             job.vram_need = [4, 8, 12, 20][rng.random_range(0..4)] * GIB;
             job.cost = rng.random_range(10..50) * 1024 * 1024;

@@ -177,13 +177,13 @@ pub fn can_run_now(job: &JobView, node: &NodeView) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn gpu_for_test() -> NodeView {
         let mut node = NodeView::new("gpu-1");
         node.labels.insert("pool".into(), "a".into());
-        node.classes
-            .extend(["KSampler".to_owned(), "SaveImage".to_owned()]);
-        node.models
+        Arc::make_mut(&mut node.classes).extend(["KSampler".to_owned(), "SaveImage".to_owned()]);
+        Arc::make_mut(&mut node.models)
             .entry("checkpoints".into())
             .or_default()
             .insert("sd15.safetensors".into());
@@ -194,8 +194,8 @@ mod tests {
     fn job_for_test() -> JobView {
         let mut job = JobView::new("j-1", 1);
         job.required_labels.insert("pool".into(), "a".into());
-        job.required_classes.insert("KSampler".into());
-        job.required_models
+        Arc::make_mut(&mut job.required_classes).insert("KSampler".into());
+        Arc::make_mut(&mut job.required_models)
             .insert(ModelFile::new("checkpoints", "sd15.safetensors"));
         job.vram_need = 4 << 30;
         job
@@ -213,9 +213,8 @@ mod tests {
     fn every_missing_thing_is_reported() {
         let mut job = job_for_test();
         job.required_labels.insert("zone".into(), "eu".into());
-        job.required_classes.insert("Upscale".into());
-        job.required_models
-            .insert(ModelFile::new("loras", "x.safetensors"));
+        Arc::make_mut(&mut job.required_classes).insert("Upscale".into());
+        Arc::make_mut(&mut job.required_models).insert(ModelFile::new("loras", "x.safetensors"));
         job.vram_need = 16 << 30;
         let mut node = gpu_for_test();
         node.labels.insert("zone".into(), "us".into());
@@ -273,7 +272,7 @@ mod tests {
     #[test]
     fn unknown_inventory_might_have_any_class_but_not_a_bigger_gpu() {
         let mut job = job_for_test();
-        job.required_classes.insert("Exotic".into());
+        Arc::make_mut(&mut job.required_classes).insert("Exotic".into());
         let mut node = gpu_for_test();
         node.inventory_known = false;
         assert!(could_ever_run(&job, &node));

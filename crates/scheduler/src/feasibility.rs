@@ -171,11 +171,12 @@ fn explain(job: &JobView, nodes: &[NodeView]) -> Infeasibility {
 mod tests {
     use super::*;
     use crate::view::Health;
+    use std::sync::Arc;
 
     fn node_for_test(name: &str, classes: &[&str], ckpts: &[&str], vram_gib: u64) -> NodeView {
         let mut node = NodeView::new(name);
-        node.classes = classes.iter().map(|c| (*c).to_owned()).collect();
-        node.models.insert(
+        node.classes = Arc::new(classes.iter().map(|c| (*c).to_owned()).collect());
+        Arc::make_mut(&mut node.models).insert(
             "checkpoints".into(),
             ckpts.iter().map(|c| (*c).to_owned()).collect(),
         );
@@ -185,11 +186,13 @@ mod tests {
 
     fn job_for_test(classes: &[&str], ckpts: &[&str], vram_gib: u64) -> JobView {
         let mut job = JobView::new("j-7", 1);
-        job.required_classes = classes.iter().map(|c| (*c).to_owned()).collect();
-        job.required_models = ckpts
-            .iter()
-            .map(|c| ModelFile::new("checkpoints", *c))
-            .collect();
+        job.required_classes = Arc::new(classes.iter().map(|c| (*c).to_owned()).collect());
+        job.required_models = Arc::new(
+            ckpts
+                .iter()
+                .map(|c| ModelFile::new("checkpoints", *c))
+                .collect(),
+        );
         job.vram_need = vram_gib << 30;
         job
     }

@@ -169,8 +169,8 @@ where
         // shared list keeps later lookups short; an empty list stays empty for the round.
         let key = (
             &job.required_labels,
-            &job.required_classes,
-            &job.required_models,
+            &*job.required_classes,
+            &*job.required_models,
             job.vram_need,
         );
         let eligible = eligible_by_requirements.entry(key).or_insert_with(|| {
@@ -208,6 +208,7 @@ where
 mod tests {
     use super::*;
     use crate::snapshot::QueueOrder;
+    use std::sync::Arc;
 
     fn snapshot_for_test(jobs: Vec<JobView>, nodes: Vec<NodeView>) -> Snapshot {
         Snapshot::new(jobs, nodes, QueueOrder::Arrival).expect("valid snapshot")
@@ -220,7 +221,7 @@ mod tests {
     #[test]
     fn job_that_fits_nowhere_does_not_block_the_jobs_behind_it() {
         let mut picky = JobView::new("picky", 1);
-        picky.required_classes.insert("Exotic".into());
+        Arc::make_mut(&mut picky.required_classes).insert("Exotic".into());
         picky.priority = 10;
         let plain = JobView::new("plain", 2);
         let snapshot = snapshot_for_test(vec![picky, plain], vec![NodeView::new("a")]);

@@ -4,9 +4,14 @@
 //! round it copies what placement needs into these plain values. Keeping them plain data with no
 //! handles, clocks or channels is what lets every policy be a pure function that tests can feed
 //! with generated fleets.
+//!
+//! The large sets (a node's hundreds of classes and model files, a job's classes and models)
+//! are behind `Arc`s: they change rarely, and a busy coordinator runs a round for nearly every
+//! job it places, so a round copies pointers to them rather than the sets themselves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,9 +121,9 @@ pub struct NodeView {
     /// Labels of the node; a job's required labels must all match exactly.
     pub labels: BTreeMap<String, String>,
     /// Node classes installed on the node (keys of `/object_info`).
-    pub classes: BTreeSet<String>,
+    pub classes: Arc<BTreeSet<String>>,
     /// Model files on the node, by folder.
-    pub models: BTreeMap<String, BTreeSet<String>>,
+    pub models: Arc<BTreeMap<String, BTreeSet<String>>>,
     /// Total VRAM in bytes.
     pub vram_total: u64,
     /// Free VRAM in bytes at the last probe (used only to break ties).
@@ -153,8 +158,8 @@ impl NodeView {
             draining: false,
             inventory_known: true,
             labels: BTreeMap::new(),
-            classes: BTreeSet::new(),
-            models: BTreeMap::new(),
+            classes: Arc::default(),
+            models: Arc::default(),
             vram_total: 0,
             vram_free: 0,
             queue_running: 0,
@@ -211,9 +216,9 @@ pub struct JobView {
     /// Labels a node must carry, each with exactly this value.
     pub required_labels: BTreeMap<String, String>,
     /// Node classes the workflow uses.
-    pub required_classes: BTreeSet<String>,
+    pub required_classes: Arc<BTreeSet<String>>,
     /// Model files the workflow loads.
-    pub required_models: BTreeSet<ModelFile>,
+    pub required_models: Arc<BTreeSet<ModelFile>>,
     /// Estimated VRAM the job needs, in bytes; 0 when unknown. Compared with the GPU's total.
     pub vram_need: u64,
     /// Estimated work in cost units: sampler steps × output pixels (summed over samplers).
@@ -235,8 +240,8 @@ impl JobView {
             arrival,
             tenant: "default".to_owned(),
             required_labels: BTreeMap::new(),
-            required_classes: BTreeSet::new(),
-            required_models: BTreeSet::new(),
+            required_classes: Arc::default(),
+            required_models: Arc::default(),
             vram_need: 0,
             cost: 0,
             checkpoint: None,
@@ -289,7 +294,7 @@ mod tests {
     #[test]
     fn has_model_looks_in_the_right_folder() {
         let mut node = NodeView::new("gpu-1");
-        node.models
+        Arc::make_mut(&mut node.models)
             .entry("checkpoints".into())
             .or_default()
             .insert("a.safetensors".into());

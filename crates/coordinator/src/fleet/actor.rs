@@ -308,8 +308,8 @@ async fn read_inventory(node: &Node) -> Result<(), comfy_api::Error> {
     }
     let mut status = node.status();
     debug!(num_classes = classes.len(), "read the node's inventory");
-    status.classes = Some(classes);
-    status.models = models;
+    status.classes = Some(Arc::new(classes));
+    status.models = Arc::new(models);
     Ok(())
 }
 

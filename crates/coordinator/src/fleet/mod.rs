@@ -90,10 +90,11 @@ pub struct NodeStatus {
     pub queue_running: u32,
     /// Prompts pending at the last probe (anyone's).
     pub queue_pending: u32,
-    /// Node classes, once read from `/object_info`.
-    pub classes: Option<BTreeSet<String>>,
-    /// Model files by folder, once read from `/models/<folder>`.
-    pub models: BTreeMap<String, BTreeSet<String>>,
+    /// Node classes, once read from `/object_info`. Shared with every placement view.
+    pub classes: Option<Arc<BTreeSet<String>>>,
+    /// Model files by folder, once read from `/models/<folder>`. Shared with every placement
+    /// view.
+    pub models: Arc<BTreeMap<String, BTreeSet<String>>>,
     /// When the last probe succeeded.
     pub last_probe_ok: Option<Instant>,
     /// The last probe or socket error, for operators.
@@ -129,7 +130,7 @@ impl Default for NodeStatus {
             queue_running: 0,
             queue_pending: 0,
             classes: None,
-            models: BTreeMap::new(),
+            models: Arc::default(),
             last_probe_ok: None,
             last_error: None,
             consecutive_failures: 0,
@@ -202,26 +203,31 @@ impl Node {
 
     /// The node as the placement policy sees it.
     pub fn view(&self) -> NodeView {
-        let status = self.status().clone();
-        let prompts = self.prompts.summary_at(Instant::now(), status.speed);
         let mut view = NodeView::new(self.spec.name.clone());
-        view.vram_total = status.placement_vram_total();
-        view.health = status.health;
-        view.draining = status.draining || status.leaving;
-        view.inventory_known = status.classes.is_some();
         view.labels = self.spec.labels.clone();
-        view.classes = status.classes.unwrap_or_default();
-        view.models = status.models;
-        view.vram_free = status.vram_free;
+        view.slot_limit = self.slot_limit;
+        {
+            // Copied field by field under the lock: the inventories are shared, not cloned,
+            // and the rest of the status (error text, GPU name) is not needed here. The lock
+            // is let go before the prompt table's is taken.
+            let status = self.status();
+            view.vram_total = status.placement_vram_total();
+            view.health = status.health;
+            view.draining = status.draining || status.leaving;
+            view.inventory_known = status.classes.is_some();
+            view.classes = status.classes.clone().unwrap_or_default();
+            view.models = Arc::clone(&status.models);
+            view.vram_free = status.vram_free;
+            view.queue_running = status.queue_running;
+            view.queue_pending = status.queue_pending;
+            view.resident = status.resident.clone();
+            view.speed = status.speed;
+        }
         // Our prompts the probe already shows are in running/pending; those it has not seen
         // yet are added as in flight, so the slot limit holds between probes.
-        view.queue_running = status.queue_running;
-        view.queue_pending = status.queue_pending;
+        let prompts = self.prompts.summary_at(Instant::now(), view.speed);
         view.in_flight = prompts.unseen;
-        view.slot_limit = self.slot_limit;
         view.backlog_cost = prompts.cost;
-        view.resident = status.resident;
-        view.speed = status.speed;
         view
     }
 

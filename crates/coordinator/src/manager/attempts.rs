@@ -162,7 +162,7 @@ impl Manager {
                         }
                         // The gap before the first sampler step holds the model load, if any.
                         if let (Some(prompt), Some(model)) =
-                            (&ended_prompt, crate::analysis::main_model(&live.needs))
+                            (&ended_prompt, live.needs.placement.checkpoint.clone())
                             && let (Some(started), Some(sampling)) =
                                 (prompt.started_at, prompt.sampling_since)
                         {

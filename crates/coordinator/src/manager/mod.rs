@@ -278,7 +278,7 @@ struct Live {
     job: Job,
     arrival: u64,
     /// The job's workflow analysis, shared with every live job that has an equal one.
-    needs: Arc<WorkflowAnalysis>,
+    needs: Arc<shared::Needs>,
     /// Estimated VRAM need in bytes (weights and activations, see
     /// [`crate::analysis::job_view`]); raised after an out-of-memory failure.
     vram_need: u64,
@@ -310,7 +310,7 @@ impl Live {
     fn new(
         mut job: Job,
         arrival: u64,
-        needs: Arc<WorkflowAnalysis>,
+        needs: Arc<shared::Needs>,
         vram_need: u64,
         log: Arc<EventLog>,
     ) -> Self {
@@ -352,19 +352,24 @@ impl Live {
     /// The record with its analysis (the workflow bytes stay in the journal).
     fn full_job(&self) -> Job {
         let mut job = self.job.clone();
-        job.spec.analysis = WorkflowAnalysis::clone(&self.needs);
+        job.spec.analysis = self.needs.analysis.clone();
         job
     }
 
     /// The estimated cost in cost units, as placement counts it.
     fn cost(&self) -> u64 {
-        crate::analysis::cost_units(&self.needs)
+        self.needs.placement.cost
     }
 
     /// The job as placement sees it, built from the shared analysis; equal to what
     /// [`crate::analysis::job_view`] makes of the full job (with the VRAM need kept here).
     fn view(&self) -> JobView {
-        crate::analysis::placement_view(&self.job, &self.needs, self.arrival, self.vram_need)
+        crate::analysis::placement_view(
+            &self.job,
+            &self.needs.placement,
+            self.arrival,
+            self.vram_need,
+        )
     }
 }
 

@@ -141,7 +141,7 @@ impl Manager {
         let titles_known = live.titles.is_some();
 
         let mut cold = false;
-        if let Some(model) = crate::analysis::main_model(&live.needs) {
+        if let Some(model) = live.needs.placement.checkpoint.clone() {
             let mut status = node.status();
             let vram_total = status.placement_vram_total();
             cold = status
@@ -285,6 +285,16 @@ mod tests {
         assert_eq!(live.view(), expected);
         assert_eq!(live.cost(), expected.cost);
         assert_eq!(live.full_job().spec.analysis, job.spec.analysis);
+
+        // A round views every job in its window: jobs with an equal analysis hand placement
+        // the one shared copy of their sets, not a copy each.
+        let twin = Job::new(job.spec.clone(), SystemTime::now());
+        let twin_needs = analyses.share(twin.spec.analysis.clone());
+        let twin_log = Arc::new(EventLog::new(twin.id, 8, 8));
+        let twin = Live::new(twin, 8, twin_needs, expected.vram_need, twin_log);
+        let (a, b) = (live.view(), twin.view());
+        assert!(Arc::ptr_eq(&a.required_classes, &b.required_classes));
+        assert!(Arc::ptr_eq(&a.required_models, &b.required_models));
     }
 
     /// A node with three slots whose URL is a closed port on loopback (9, discard).
@@ -298,6 +308,28 @@ mod tests {
         let client = NodeClient::new("gpu-0", "http://127.0.0.1:9", ClientConfig::default())
             .expect("client");
         Node::new(spec, client, "test".into(), 3)
+    }
+
+    #[test]
+    fn node_views_share_the_node_inventory() {
+        let node = closed_port_node();
+        {
+            let mut status = node.status();
+            status.classes = Some(Arc::new(["KSampler".to_owned()].into()));
+            let models = [(
+                "checkpoints".to_owned(),
+                ["xl.safetensors".to_owned()].into(),
+            )];
+            status.models = Arc::new(models.into());
+        }
+        let (a, b) = (node.view(), node.view());
+        assert!(a.inventory_known);
+        assert!(a.has_model(&scheduler::ModelFile::new("checkpoints", "xl.safetensors")));
+        assert!(
+            Arc::ptr_eq(&a.classes, &b.classes),
+            "one copy, not one per round"
+        );
+        assert!(Arc::ptr_eq(&a.models, &b.models));
     }
 
     #[test]

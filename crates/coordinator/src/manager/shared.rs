@@ -14,23 +14,36 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use crate::analysis::PlacementNeeds;
 use crate::job::WorkflowAnalysis;
+
+/// One distinct analysis, with what placement reads of it worked out once.
+#[derive(Debug)]
+pub(super) struct Needs {
+    /// The analysis as the journal keeps it.
+    pub(super) analysis: WorkflowAnalysis,
+    /// Its placement needs, shared in turn by every placement view of the jobs holding it.
+    pub(super) placement: PlacementNeeds,
+}
 
 /// The distinct analyses of live jobs, by a hash of their content.
 #[derive(Debug, Default)]
 pub(super) struct Analyses {
-    by_hash: HashMap<u64, Vec<Arc<WorkflowAnalysis>>>,
+    by_hash: HashMap<u64, Vec<Arc<Needs>>>,
 }
 
 impl Analyses {
     /// Returns the shared copy equal to `analysis`, keeping `analysis` as that copy if none
     /// is held yet.
-    pub(super) fn share(&mut self, analysis: WorkflowAnalysis) -> Arc<WorkflowAnalysis> {
+    pub(super) fn share(&mut self, analysis: WorkflowAnalysis) -> Arc<Needs> {
         let bucket = self.by_hash.entry(content_hash(&analysis)).or_default();
-        if let Some(found) = bucket.iter().find(|held| ***held == analysis) {
+        if let Some(found) = bucket.iter().find(|held| held.analysis == analysis) {
             return Arc::clone(found);
         }
-        let shared = Arc::new(analysis);
+        let shared = Arc::new(Needs {
+            placement: PlacementNeeds::of(&analysis),
+            analysis,
+        });
         bucket.push(Arc::clone(&shared));
         shared
     }
@@ -39,11 +52,11 @@ impl Analyses {
     ///
     /// Only live jobs and this table hold these `Arc`s (a caller asking for a job gets a
     /// clone of the content), so a count of two means the leaving job was the last one.
-    pub(super) fn release(&mut self, shared: Arc<WorkflowAnalysis>) {
+    pub(super) fn release(&mut self, shared: Arc<Needs>) {
         if Arc::strong_count(&shared) > 2 {
             return;
         }
-        let hash = content_hash(&shared);
+        let hash = content_hash(&shared.analysis);
         if let Some(bucket) = self.by_hash.get_mut(&hash) {
             bucket.retain(|held| !Arc::ptr_eq(held, &shared));
             if bucket.is_empty() {
@@ -107,9 +120,10 @@ mod tests {
 
         let again = table.share(analysis(&["KSampler", "SaveImage"], "xl.safetensors", 20.0));
         assert_eq!(
-            *again,
+            again.analysis,
             analysis(&["KSampler", "SaveImage"], "xl.safetensors", 20.0)
         );
+        assert_eq!(again.placement, PlacementNeeds::of(&again.analysis));
         assert_eq!(table.len(), 1);
     }
 }

@@ -4,6 +4,7 @@
 //! that jobs and nodes often match partially: that is where filter and slot bugs show up.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use scheduler::{Health, JobView, ModelFile, NodeView};
@@ -67,8 +68,8 @@ pub fn node_strategy(index: usize) -> impl Strategy<Value = NodeView> {
                 node.draining = draining;
                 node.inventory_known = inventory_known;
                 node.labels = labels;
-                node.classes = classes;
-                node.models.insert("checkpoints".to_owned(), checkpoints);
+                node.classes = Arc::new(classes);
+                Arc::make_mut(&mut node.models).insert("checkpoints".to_owned(), checkpoints);
                 node.vram_total = vram_gib * GIB;
                 node.vram_free = vram_gib * GIB / 2;
                 node.queue_running = running;
@@ -104,8 +105,8 @@ pub fn job_strategy(index: usize) -> impl Strategy<Value = JobView> {
                 job.priority = priority;
                 job.tenant = tenant.to_owned();
                 job.required_labels = labels;
-                job.required_classes = classes;
-                job.required_models = checkpoint_files(models);
+                job.required_classes = Arc::new(classes);
+                job.required_models = Arc::new(checkpoint_files(models));
                 job.vram_need = vram_gib * GIB;
                 job.cost = cost;
                 job.checkpoint = ckpt.map(str::to_owned);

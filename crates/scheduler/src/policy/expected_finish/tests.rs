@@ -7,6 +7,7 @@ use super::*;
 use crate::policy::Policy;
 use crate::snapshot::QueueOrder;
 use crate::view::NodeView;
+use std::sync::Arc;
 
 fn node_for_test(name: &str, speed: f64, backlog: u64, resident: Option<&str>) -> NodeView {
     let mut node = NodeView::new(name);
@@ -81,9 +82,9 @@ fn does_not_evict_a_checkpoint_other_queued_jobs_still_need() {
     // a (11 s + 20 s); evicting sd15, which "later" still needs, costs b 40 s more.
     let a = node_for_test("a", 100.0, 1_000, Some("old"));
     let mut b = node_for_test("b", 100.0, 0, Some("sd15"));
-    b.classes.insert("OnlyOnB".into());
+    Arc::make_mut(&mut b.classes).insert("OnlyOnB".into());
     let mut wants_sd15 = job_for_test("later", 2, 100, Some("sd15"));
-    wants_sd15.required_classes.insert("OnlyOnB".into());
+    Arc::make_mut(&mut wants_sd15.required_classes).insert("OnlyOnB".into());
     let nodes = vec![a, b];
     let jobs = vec![job_for_test("j", 1, 100, Some("xl")), wants_sd15];
     assert_eq!(plan_for_test(deterministic(), jobs, nodes, 0), ["a", "b"]);

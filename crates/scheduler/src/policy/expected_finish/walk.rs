@@ -69,8 +69,8 @@ impl<'s> Walk<'s> {
             .map(|job| {
                 let key = (
                     &job.required_labels,
-                    &job.required_classes,
-                    &job.required_models,
+                    &*job.required_classes,
+                    &*job.required_models,
                     job.vram_need,
                 );
                 *by_key.entry(key).or_insert_with(|| {
