@@ -14,7 +14,7 @@ use bench::overhead::{self, OverheadOptions};
 use bench::placement;
 use bench::probe::{self, Probe};
 use bench::report;
-use bench::scale::{self, MemoryOptions, ProbeOptions, ScaleOptions};
+use bench::scale::{self, MemoryOptions, ProbeOptions, ScaleOptions, ThroughputOptions};
 use bench::scenario::Scenario;
 use clap::{Parser, Subcommand};
 use scheduler::PolicyKind;
@@ -74,11 +74,11 @@ enum Command {
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
     },
-    /// Probe cost of a large fleet and memory of a deep queue, on the `comfyfleet serve`
-    /// binary as a separate process.
+    /// Probe cost of a large fleet, memory of a deep queue and sustained throughput, on the
+    /// `comfyfleet serve` binary as a separate process.
     Scale {
         /// Which part to run.
-        #[arg(long, value_enum, default_value_t = ScalePart::Both)]
+        #[arg(long, value_enum, default_value_t = ScalePart::All)]
         only: ScalePart,
         /// Emulated nodes of the probe-cost part.
         #[arg(long, default_value_t = 1000)]
@@ -104,6 +104,15 @@ enum Command {
         /// Leave the jobs queued at the end instead of cancelling them.
         #[arg(long)]
         no_cancel: bool,
+        /// Zero-work nodes of the throughput part.
+        #[arg(long, default_value_t = 8)]
+        throughput_nodes: usize,
+        /// Clients of the throughput part, one job in flight each.
+        #[arg(long, default_value_t = 64)]
+        throughput_clients: usize,
+        /// Seconds of the throughput part's measured window (after 3 s of warm-up).
+        #[arg(long, default_value_t = 10)]
+        throughput_window: u64,
         /// The `comfyfleet` binary [default: COMFYFLEET_BIN, else beside this one].
         #[arg(long)]
         coordinator_bin: Option<PathBuf>,
@@ -135,12 +144,14 @@ enum Command {
 /// The parts of `scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ScalePart {
-    /// Probe cost, then queue memory.
-    Both,
+    /// Probe cost, then queue memory, then throughput.
+    All,
     /// Probe cost only.
     Probe,
     /// Queue memory only.
     Memory,
+    /// Sustained throughput only.
+    Throughput,
 }
 
 fn main() -> ExitCode {
@@ -224,6 +235,9 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
             jobs,
             concurrency,
             no_cancel,
+            throughput_nodes,
+            throughput_clients,
+            throughput_window,
             coordinator_bin,
             out,
         }) => {
@@ -235,19 +249,29 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
             let options = ScaleOptions {
                 binary: scale::coordinator_binary(coordinator_bin.as_deref())?,
                 work_dir: out.clone(),
-                probe: (only != ScalePart::Memory).then(|| ProbeOptions {
+                probe: matches!(only, ScalePart::All | ScalePart::Probe).then(|| ProbeOptions {
                     nodes,
                     interval: Duration::from_secs_f64(probe_interval),
                     ready_timeout: Duration::from_secs(ready_timeout),
                     settle: Duration::from_secs(settle),
                     window: Duration::from_secs(window),
                 }),
-                memory: (only != ScalePart::Probe).then_some(MemoryOptions {
-                    jobs,
-                    concurrency,
-                    channels: 4,
-                    cancel: !no_cancel,
-                }),
+                memory: matches!(only, ScalePart::All | ScalePart::Memory).then_some(
+                    MemoryOptions {
+                        jobs,
+                        concurrency,
+                        channels: 4,
+                        cancel: !no_cancel,
+                    },
+                ),
+                throughput: matches!(only, ScalePart::All | ScalePart::Throughput).then_some(
+                    ThroughputOptions {
+                        nodes: throughput_nodes,
+                        concurrency: throughput_clients,
+                        warmup: Duration::from_secs(3),
+                        window: Duration::from_secs(throughput_window),
+                    },
+                ),
             };
             let report = scale::run(&options).await?;
             let markdown = scale::markdown(&report);
@@ -398,6 +422,17 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["comfyfleet-bench", "scale", "--only", "cpu"]).is_err());
+        let cli = Cli::try_parse_from(["comfyfleet-bench", "scale", "--only", "throughput"])
+            .expect("scale parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Scale {
+                only: ScalePart::Throughput,
+                throughput_nodes: 8,
+                throughput_clients: 64,
+                ..
+            })
+        ));
     }
 
     #[test]

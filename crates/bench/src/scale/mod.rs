@@ -1,6 +1,6 @@
 //! `scale`: what a large fleet and a deep queue cost the coordinator process.
 //!
-//! Two figures the coordinator is held to, each measured on the real `comfyfleet serve`
+//! Three figures the coordinator is held to, each measured on the real `comfyfleet serve`
 //! binary running as its own process (so its CPU time and memory are its own, not mixed with
 //! the emulated nodes' or the client's):
 //!
@@ -20,6 +20,9 @@
 //!   and after, giving bytes per queued job. The jobs are then cancelled and the coordinator
 //!   stopped with SIGTERM, so the run ends cleanly. Target: 100,000 queued jobs under
 //!   300 MiB resident.
+//! - **sustained throughput** ([`throughput`]): zero-work nodes, clients in a closed loop;
+//!   finished jobs per second and the coordinator's CPU per job. Target: 5,000 jobs/s on
+//!   two cores.
 //!
 //! Many sockets are open at once (two per node on each side at least), so this process raises
 //! its soft `RLIMIT_NOFILE` to the hard limit first; the coordinator raises its own the same
@@ -51,6 +54,10 @@ use tracing::{info, warn};
 use crate::error::BenchError;
 use crate::stats::{Summary, summarize};
 use crate::workflow::{self, Txt2Img};
+
+pub mod throughput;
+
+pub use throughput::{ThroughputOptions, ThroughputReport};
 
 /// The probe-cost target: share of one core.
 pub const PROBE_TARGET_PERCENT: f64 = 10.0;
@@ -96,6 +103,8 @@ pub struct ScaleOptions {
     pub probe: Option<ProbeOptions>,
     /// The queue-memory part; `None` skips it.
     pub memory: Option<MemoryOptions>,
+    /// The throughput part; `None` skips it.
+    pub throughput: Option<ThroughputOptions>,
 }
 
 /// Figures of the probe-cost part.
@@ -200,6 +209,8 @@ pub struct ScaleReport {
     pub probe: Option<ProbeReport>,
     /// The queue-memory part, if run.
     pub memory: Option<MemoryReport>,
+    /// The throughput part, if run.
+    pub throughput: Option<ThroughputReport>,
     /// The soft and hard `RLIMIT_NOFILE` of this process after raising it.
     pub nofile_limit: (u64, u64),
     /// `COMFYFLEET_*` variables passed on to the coordinators (they override the generated
@@ -225,9 +236,14 @@ pub async fn run(options: &ScaleOptions) -> Result<ScaleReport, BenchError> {
         Some(memory) => Some(queue_memory(options, memory).await?),
         None => None,
     };
+    let throughput = match &options.throughput {
+        Some(throughput) => Some(throughput::sustained_throughput(options, throughput).await?),
+        None => None,
+    };
     Ok(ScaleReport {
         probe,
         memory,
+        throughput,
         nofile_limit,
         coordinator_env: coordinator_env(),
     })
@@ -1176,6 +1192,9 @@ pub fn markdown(report: &ScaleReport) -> String {
             let _ = writeln!(out, "| {name} | {value} |");
         }
         out.push('\n');
+    }
+    if let Some(throughput) = &report.throughput {
+        out.push_str(&throughput::markdown(throughput, verdict));
     }
     let _ = writeln!(
         out,
