@@ -294,6 +294,11 @@ fn every_ws_capture_message_decodes_without_unknown() {
                 let text = serde_json::to_string(&m["message"]).unwrap();
                 let ev =
                     WsEvent::from_text(&text).unwrap_or_else(|e| panic!("{file}: {e}: {text}"));
+                assert_eq!(
+                    Ok(&ev),
+                    WsEvent::from_text_via_tree(&text).as_ref(),
+                    "{file}: the direct and tree-based decoders disagree on {text}"
+                );
                 assert!(
                     !matches!(ev, WsEvent::UnknownText { .. }),
                     "{file}: known type decoded as unknown: {text}"

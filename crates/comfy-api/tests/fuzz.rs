@@ -70,4 +70,44 @@ proptest! {
         let _ = WsEvent::from_text(&s);
         let _ = WsEvent::from_text(&format!(r#"{{"type":"{kind}","data":{s:?}}}"#));
     }
+
+    /// The direct decoder may only ever agree with the tree-based one: the same event, or the
+    /// same refusal. Frames start from a valid body of each type, as a node sends it, and get
+    /// some of their values replaced or keys added.
+    #[test]
+    fn direct_and_tree_text_decoders_agree(
+        kind in 0usize..8,
+        changes in prop::collection::vec((
+            prop::sample::select(vec![
+                "prompt_id", "node", "display_node", "value", "max", "timestamp", "nodes",
+                "output", "status", "sid", "extra"]),
+            prop::sample::select(vec![
+                "null", "0", "3", "-1", "2.5", "1e3", "4294967296", "\"p1\"", "\"9\"",
+                "true", "[]", "[\"1\"]", "{}", "{\"exec_info\":{\"queue_remaining\":0}}",
+                "{\"images\":[{\"filename\":\"a.png\",\"subfolder\":\"\",\"type\":\"output\"}]}"]),
+        ), 0..3),
+        drop_data in any::<bool>(),
+    ) {
+        let (name, body) = [
+            ("status", r#"{"status":{"exec_info":{"queue_remaining":1}},"sid":"s1"}"#),
+            ("execution_start", r#"{"prompt_id":"p1","timestamp":1700000000000}"#),
+            ("execution_cached", r#"{"nodes":["1","2"],"prompt_id":"p1","timestamp":1700000000001}"#),
+            ("executing", r#"{"node":"3","display_node":"3","prompt_id":"p1"}"#),
+            ("progress", r#"{"value":4,"max":20,"prompt_id":"p1","node":"3"}"#),
+            ("progress_state", r#"{"prompt_id":"p1","nodes":{"3":{"value":4,"max":20,"state":"running","node_id":"3","prompt_id":"p1","display_node_id":"3","parent_node_id":null,"real_node_id":"3"}}}"#),
+            ("executed", r#"{"node":"9","display_node":"9","output":{"images":[{"filename":"a_00001_.png","subfolder":"","type":"output"}]},"prompt_id":"p1"}"#),
+            ("execution_success", r#"{"prompt_id":"p1","timestamp":1700000000002}"#),
+        ][kind];
+        let mut data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(body).expect("valid body");
+        for (key, value) in &changes {
+            data.insert((*key).to_owned(), serde_json::from_str(value).expect("valid value"));
+        }
+        let frame = if drop_data {
+            format!(r#"{{"type":"{name}"}}"#)
+        } else {
+            format!(r#"{{"type":"{name}","data":{}}}"#, serde_json::Value::Object(data))
+        };
+        prop_assert_eq!(WsEvent::from_text(&frame), WsEvent::from_text_via_tree(&frame), "{}", frame);
+    }
 }
