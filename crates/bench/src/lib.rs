@@ -11,8 +11,9 @@
 //! - [`scenario`]: scenario files (fleet, load, faults) and the seeded traces they produce;
 //! - [`placement`]: replays one trace under each policy and collects per-job and fleet figures;
 //! - [`report`]: Markdown tables and an SVG chart of placement results;
-//! - [`scale`]: probe cost of a 1,000-node fleet and memory of a 100,000-job queue, measured
-//!   on the `comfyfleet serve` binary as a separate process;
+//! - [`scale`]: probe cost of a 1,000-node fleet, memory of a 100,000-job queue and sustained
+//!   throughput with the coordinator's CPU per job, measured on the `comfyfleet serve` binary
+//!   as a separate process;
 //! - [`targets`]: each policy's figures against the goals placement is held to;
 //! - [`harness`], [`driver`], [`probe`], [`stats`], [`workflow`]: the shared machinery.
 
