@@ -1008,6 +1008,15 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// A two-column Markdown table of named figures.
+fn figure_table<const N: usize>(rows: [(&str, String); N]) -> String {
+    let mut out = String::from("| figure | value |\n|---|---:|\n");
+    for (name, value) in rows {
+        out.push_str(&format!("| {name} | {value} |\n"));
+    }
+    out
+}
+
 /// `GET /metrics` over plain HTTP/1.0 (the connection closes after the answer).
 async fn scrape(addr: SocketAddr) -> Result<String, BenchError> {
     let fail = |error: std::io::Error| BenchError::NotReady(format!("GET {addr}/metrics: {error}"));
@@ -1050,7 +1059,6 @@ pub fn markdown(report: &ScaleReport) -> String {
             "### Probe cost: {} nodes, probe interval {} ms\n",
             probe.nodes, probe.interval_ms
         );
-        out.push_str("| figure | value |\n|---|---:|\n");
         let rows = [
             (
                 "nodes up (start / end of window)",
@@ -1105,9 +1113,7 @@ pub fn markdown(report: &ScaleReport) -> String {
                 format!("{:.1}% of one core", probe.emulator_cpu_percent_of_core),
             ),
         ];
-        for (name, value) in rows {
-            let _ = writeln!(out, "| {name} | {value} |");
-        }
+        out.push_str(&figure_table(rows));
         out.push('\n');
     }
     if let Some(memory) = &report.memory {
@@ -1116,7 +1122,6 @@ pub fn markdown(report: &ScaleReport) -> String {
             "### Queue memory: {} SDXL jobs ({} bytes each) queued behind a drained node\n",
             memory.jobs, memory.workflow_bytes
         );
-        out.push_str("| figure | value |\n|---|---:|\n");
         let refused = if memory.refused.is_empty() {
             "none".to_owned()
         } else {
@@ -1188,9 +1193,7 @@ pub fn markdown(report: &ScaleReport) -> String {
                 ),
             ),
         ];
-        for (name, value) in rows {
-            let _ = writeln!(out, "| {name} | {value} |");
-        }
+        out.push_str(&figure_table(rows));
         out.push('\n');
     }
     if let Some(throughput) = &report.throughput {

@@ -280,7 +280,6 @@ pub(super) fn markdown(
         "### Sustained throughput: {} zero-work nodes, {} clients in a closed loop\n",
         report.nodes, report.concurrency
     );
-    out.push_str("| figure | value |\n|---|---:|\n");
     let rows = [
         ("measured window", format!("{:.1} s", report.window_s)),
         (
@@ -323,9 +322,7 @@ pub(super) fn markdown(
             ),
         ),
     ];
-    for (name, value) in rows {
-        let _ = writeln!(out, "| {name} | {value} |");
-    }
+    out.push_str(&figure_table(rows));
     out.push('\n');
     out
 }
