@@ -196,7 +196,9 @@ pub async fn run_open_loop(
     (traces, start)
 }
 
-async fn follow(
+/// Submits one job and follows its events to a terminal one or to `end`; `index` numbers
+/// the trace.
+pub async fn follow(
     mut client: fleet_proto::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
     index: usize,
     planned: Planned,

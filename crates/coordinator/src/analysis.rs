@@ -155,7 +155,7 @@ pub fn analyse(bytes: &Bytes) -> Result<Analysed, AnalysisError> {
         forward,
         envelope,
         analysis: WorkflowAnalysis {
-            required_classes,
+            required_classes: Arc::new(required_classes),
             models,
             cost,
         },
@@ -201,7 +201,7 @@ impl PlacementNeeds {
             })
             .collect::<BTreeSet<_>>();
         Self {
-            classes: Arc::new(analysis.required_classes.clone()),
+            classes: Arc::clone(&analysis.required_classes),
             models: Arc::new(models),
             checkpoint: main_model(analysis),
             cost: cost_units(analysis),

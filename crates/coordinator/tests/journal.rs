@@ -29,7 +29,10 @@ async fn jobs_and_their_changes_survive_reopen() {
     job.spec.required_labels.insert("gpu".into(), "a100".into());
     job.spec.deadline = Some(at(3600));
     job.spec.analysis = WorkflowAnalysis {
-        required_classes: BTreeSet::from(["KSampler".to_owned(), "SaveImage".to_owned()]),
+        required_classes: std::sync::Arc::new(BTreeSet::from([
+            "KSampler".to_owned(),
+            "SaveImage".to_owned(),
+        ])),
         models: [(
             "checkpoints".to_owned(),
             BTreeSet::from(["sdxl.safetensors".to_owned()]),

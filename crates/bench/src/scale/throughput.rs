@@ -21,12 +21,8 @@
 //! assumes its cost per job stays flat as the rate rises (contention for its single journal
 //! writer and manager task would make it rise; group commit makes it fall).
 
-use fleet_proto::v1::WatchJobRequest;
-use fleet_proto::v1::job_event::Kind;
-use fleet_proto::v1::watch_job_response::Item;
-use tokio_stream::StreamExt;
-
 use super::*;
+use crate::driver::{Clock, Outcome, Planned, follow};
 
 /// The throughput target: jobs per second one coordinator sustains on two cores.
 pub const THROUGHPUT_TARGET_PER_S: f64 = 5_000.0;
@@ -207,65 +203,38 @@ pub(super) async fn sustained_throughput(
     })
 }
 
-/// Submits a zero-work job, watches it to its end, and again, until `stop`.
+/// Submits a zero-work job, follows it to its end, and again, until `stop`.
 async fn client_loop(
-    mut client: JobServiceClient<Channel>,
+    client: JobServiceClient<Channel>,
     next_seed: Arc<AtomicUsize>,
     stop: Instant,
 ) -> Vec<Done> {
+    let clock = Clock::now();
+    // A job submitted just before `stop` is still followed to its end (it is not counted,
+    // but it must not be cut off while the coordinator shuts down under it).
+    let end = stop + Duration::from_secs(30);
     let mut done = Vec::new();
     while Instant::now() < stop {
-        let seed = next_seed.fetch_add(1, Ordering::Relaxed) as u64;
-        let request = SubmitJobRequest {
-            workflow: workflow::tiny(seed),
-            ..SubmitJobRequest::default()
+        let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+        let planned = Planned {
+            at: Duration::ZERO,
+            workflow: workflow::tiny(seed as u64),
+            tenant: String::new(),
         };
-        let sent = Instant::now();
-        let job_id = match client.submit_job(request).await {
-            Ok(answer) => answer.into_inner().job_id,
-            Err(status) => {
-                warn!(code = ?status.code(), message = status.message(), "submit refused");
-                done.push(Done {
-                    sent,
-                    ended: Instant::now(),
-                    succeeded: false,
-                });
-                // A refusing coordinator is not hammered in a tight loop.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let succeeded = watch_to_end(&mut client, job_id).await;
+        let trace = follow(client.clone(), seed, planned, clock, end).await;
+        let ended = trace.finished_received().unwrap_or_else(Instant::now);
+        if let Outcome::Rejected(reason) = &trace.outcome {
+            warn!(%reason, "submit refused");
+            // A refusing coordinator is not hammered in a tight loop.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         done.push(Done {
-            sent,
-            ended: Instant::now(),
-            succeeded,
+            sent: trace.submit_sent,
+            ended,
+            succeeded: trace.outcome == Outcome::Succeeded,
         });
     }
     done
-}
-
-/// Whether the job succeeded, read from its event stream; false if the stream breaks first.
-async fn watch_to_end(client: &mut JobServiceClient<Channel>, job_id: String) -> bool {
-    let request = WatchJobRequest {
-        job_id,
-        after_sequence: 0,
-        include_previews: false,
-    };
-    let Ok(stream) = client.watch_job(request).await else {
-        return false;
-    };
-    let mut stream = stream.into_inner();
-    while let Some(Ok(item)) = stream.next().await {
-        if let Some(Item::Event(event)) = item.item {
-            match event.kind {
-                Some(Kind::Succeeded(_)) => return true,
-                Some(Kind::Failed(_) | Kind::Cancelled(_)) => return false,
-                _ => {}
-            }
-        }
-    }
-    false
 }
 
 /// The part's section of the `scale` report.

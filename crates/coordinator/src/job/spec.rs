@@ -7,6 +7,7 @@
 //! the workflow, so this module does not depend on a workflow parser.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -41,7 +42,8 @@ pub struct JobSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowAnalysis {
     /// Node classes (`class_type`) the workflow uses; a node lacking one cannot run it.
-    pub required_classes: BTreeSet<String>,
+    /// Shared with the job's placement view (serialized as the plain set).
+    pub required_classes: Arc<BTreeSet<String>>,
     /// Model files the workflow loads, by model folder (`checkpoints`, `loras`, ...).
     pub models: BTreeMap<String, BTreeSet<String>>,
     /// Estimated relative cost of the job (unitless, larger is slower); 0 when unknown.

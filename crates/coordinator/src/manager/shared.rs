@@ -23,6 +23,8 @@ pub(super) struct Needs {
     /// The analysis as the journal keeps it.
     pub(super) analysis: WorkflowAnalysis,
     /// Its placement needs, shared in turn by every placement view of the jobs holding it.
+    /// The classes are the analysis's own set; the model files are a second, flat copy of
+    /// `analysis.models` in the shape the scheduler takes (usually a handful of names).
     pub(super) placement: PlacementNeeds,
 }
 
@@ -87,7 +89,7 @@ mod tests {
 
     fn analysis(classes: &[&str], checkpoint: &str, cost: f64) -> WorkflowAnalysis {
         WorkflowAnalysis {
-            required_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+            required_classes: Arc::new(classes.iter().map(|c| (*c).to_owned()).collect()),
             models: [(
                 "checkpoints".to_owned(),
                 [checkpoint.to_owned()].into_iter().collect(),
@@ -124,6 +126,10 @@ mod tests {
             analysis(&["KSampler", "SaveImage"], "xl.safetensors", 20.0)
         );
         assert_eq!(again.placement, PlacementNeeds::of(&again.analysis));
+        assert!(
+            Arc::ptr_eq(&again.placement.classes, &again.analysis.required_classes),
+            "placement reads the analysis's own set of classes, not a copy"
+        );
         assert_eq!(table.len(), 1);
     }
 }
