@@ -361,6 +361,20 @@ mod tests {
     }
 
     #[test]
+    fn cost_is_counted_in_512_pixel_sampler_steps_as_placement_expects() {
+        // 25 steps at 1024×1024 are 100 steps' worth of 512×512 pixels. The unit must be the
+        // one the scheduler's default speed is stated in, or an unmeasured node's estimate is
+        // off by the pixel count.
+        let analysed = analyse(&sdxl_portrait(1024, 1024, 1)).expect("valid workflow");
+        assert_eq!(cost_units(&analysed.analysis), 100);
+        let secs = cost_units(&analysed.analysis) as f64 / scheduler::DEFAULT_SPEED;
+        assert!(
+            (1.0..20.0).contains(&secs),
+            "an SDXL portrait on an unmeasured node is guessed at {secs} s"
+        );
+    }
+
+    #[test]
     fn the_vram_need_grows_with_latent_pixels_and_batch() {
         let ordinary = vram_need(sdxl_portrait(1024, 1024, 1));
         // An ordinary SDXL job is its weights plus a few MiB: it fits an 8 GiB GPU.

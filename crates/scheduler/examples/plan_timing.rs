@@ -70,14 +70,14 @@ fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
                 Shape::Idle => 0,
                 Shape::MostlyFull => u32::from(rng.random_bool(0.95)) * 2,
             };
-            node.backlog_cost = u64::from(node.queue_running) * 20 * 512 * 512;
+            node.backlog_cost = u64::from(node.queue_running) * 20;
             // One or two checkpoints in VRAM, sized like a typical SD 1.5 or SDXL load.
             for _ in 0..rng.random_range(1..=2) {
                 let checkpoint = CHECKPOINTS[rng.random_range(0..CHECKPOINTS.len())];
                 node.resident
                     .touch(checkpoint, rng.random_range(2..=7) * GIB, node.vram_total);
             }
-            node.speed = Some(rng.random_range(1.0e6..2.0e7));
+            node.speed = Some(rng.random_range(5.0..80.0));
             node
         })
         .collect()
@@ -102,7 +102,7 @@ fn queue(rng: &mut StdRng) -> Vec<JobView> {
             Arc::make_mut(&mut job.required_models).insert(ModelFile::new("checkpoints", ckpt));
             job.checkpoint = Some(ckpt.to_owned());
             job.vram_need = [4, 8, 12, 20][rng.random_range(0..4)] * GIB;
-            job.cost = rng.random_range(10..50) * 1024 * 1024;
+            job.cost = rng.random_range(10..50) * 4;
             job
         })
         .collect()

@@ -18,6 +18,27 @@ use crate::resident::{ResidentSet, Touch};
 use crate::snapshot::Snapshot;
 use crate::view::{JobId, JobView, ModelFile, NodeId, NodeView};
 
+/// A node's learnt speed, if it is a usable number.
+fn learnt_speed(node: &NodeView) -> Option<f64> {
+    node.speed.filter(|s| s.is_finite() && *s > 0.0)
+}
+
+/// The median learnt speed among `nodes`, or [`DEFAULT_SPEED`](crate::DEFAULT_SPEED) when none
+/// is measured.
+fn unmeasured_speed(nodes: &[NodeView]) -> f64 {
+    let mut speeds: Vec<f64> = nodes.iter().filter_map(learnt_speed).collect();
+    if speeds.is_empty() {
+        return crate::DEFAULT_SPEED;
+    }
+    speeds.sort_by(f64::total_cmp);
+    let mid = speeds.len() / 2;
+    if speeds.len() % 2 == 1 {
+        speeds[mid]
+    } else {
+        (speeds[mid - 1] + speeds[mid]) / 2.0
+    }
+}
+
 /// One decision: send this job to this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
@@ -57,12 +78,15 @@ pub struct Round<'s> {
     /// Per node, the checkpoints expected in VRAM with their estimated sizes, least recently
     /// used first, counting this round's assignments.
     resident: Vec<ResidentSet<&'s str>>,
+    /// Speed assumed for a node not measured yet: see [`Round::speed`].
+    unmeasured_speed: f64,
 }
 
 impl<'s> Round<'s> {
     pub(crate) fn new(snapshot: &'s Snapshot) -> Self {
         let nodes = snapshot.nodes();
         Self {
+            unmeasured_speed: unmeasured_speed(nodes),
             nodes,
             free: nodes
                 .iter()
@@ -77,6 +101,19 @@ impl<'s> Round<'s> {
     /// Returns the node at `index`.
     pub fn node(&self, index: usize) -> &'s NodeView {
         &self.nodes[index]
+    }
+
+    /// Returns the speed to plan node `index` with, in cost units per second: its learnt
+    /// speed, or for a node not measured yet the median learnt speed of the fleet (the
+    /// constant [`DEFAULT_SPEED`](crate::DEFAULT_SPEED) while no node is measured).
+    ///
+    /// A new node is most likely a GPU like the ones already serving, and a guess from the
+    /// fleet is in the unit and time scale the fleet actually runs at. A fixed guess that is
+    /// too slow would keep the node from ever getting the one job that measures it; one too
+    /// fast would have jobs wait for it. Either way the guess is short-lived: a node not
+    /// measured takes one job at a time, and its first finished job replaces the guess.
+    pub fn speed(&self, index: usize) -> f64 {
+        learnt_speed(&self.nodes[index]).unwrap_or(self.unmeasured_speed)
     }
 
     /// Returns the node's load counting this round's assignments: running + pending + in
@@ -216,6 +253,47 @@ mod tests {
 
     fn first(_: &JobView, _: &[usize], _: &Round<'_>) -> Option<usize> {
         Some(0)
+    }
+
+    #[test]
+    fn an_unmeasured_node_is_planned_at_the_median_learnt_speed() {
+        let node = |name: &str, speed: Option<f64>| {
+            let mut node = NodeView::new(name);
+            node.speed = speed;
+            node
+        };
+        let speeds = |nodes: Vec<NodeView>| {
+            let snapshot = snapshot_for_test(Vec::new(), nodes);
+            let round = Round::new(&snapshot);
+            (0..snapshot.nodes().len())
+                .map(|i| round.speed(i))
+                .collect::<Vec<_>>()
+        };
+        // Nothing measured: the constant, in cost units per second.
+        assert_eq!(
+            speeds(vec![node("a", None), node("b", Some(f64::NAN))]),
+            [crate::DEFAULT_SPEED; 2]
+        );
+        // Odd count: the middle one; unusable speeds are not counted.
+        assert_eq!(
+            speeds(vec![
+                node("a", Some(30.0)),
+                node("b", Some(10.0)),
+                node("c", Some(0.0)),
+                node("d", Some(20.0)),
+                node("e", None),
+            ]),
+            [30.0, 10.0, 20.0, 20.0, 20.0]
+        );
+        // Even count: halfway between the middle two.
+        assert_eq!(
+            speeds(vec![
+                node("a", Some(10.0)),
+                node("b", Some(40.0)),
+                node("c", None),
+            ]),
+            [10.0, 40.0, 25.0]
+        );
     }
 
     #[test]

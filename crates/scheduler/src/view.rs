@@ -21,8 +21,12 @@ pub use crate::resident::{MAX_RESIDENT, Resident, ResidentSet, Touch};
 pub const DEFAULT_SLOT_LIMIT: u32 = 2;
 
 /// Speed assumed for a node the coordinator has not measured yet, in cost units per second
-/// (see [`JobView::cost`]): about one 512×512 step every 50 ms.
-pub const DEFAULT_SPEED: f64 = 512.0 * 512.0 * 20.0;
+/// (see [`JobView::cost`]): one 512×512 sampler step every 50 ms, a mid-range GPU on SDXL.
+///
+/// It must be in the same unit as the costs. A guess far too fast makes every busy unmeasured
+/// node look as if it would finish any job at once, so expected-finish holds jobs for it
+/// while measured nodes stand idle.
+pub const DEFAULT_SPEED: f64 = 20.0;
 
 /// Name of a node, unique within the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -221,7 +225,8 @@ pub struct JobView {
     pub required_models: Arc<BTreeSet<ModelFile>>,
     /// Estimated VRAM the job needs, in bytes; 0 when unknown. Compared with the GPU's total.
     pub vram_need: u64,
-    /// Estimated work in cost units: sampler steps × output pixels (summed over samplers).
+    /// Estimated work in cost units: sampler steps × output pixels / (512 × 512), summed over
+    /// samplers, so one unit is one 512×512 sampler step.
     pub cost: u64,
     /// Checkpoint the job loads first, for model affinity; `None` when it loads none.
     pub checkpoint: Option<String>,

@@ -37,16 +37,9 @@
 //! as an overtake, a job waiting a few hundred milliseconds for a fast GPU would become due and
 //! be pushed onto the slow one it had rightly declined.
 //!
-//! NOTE: holding is tuned for nodes with a prefetch slot (the coordinator's default of two
-//! slots per node). With one slot per node it misfires: on the benchmark's slow-GPU scenario
-//! at one slot, end-to-end p95 was 4.29 s against least-loaded's 1.20 s, and the median job
-//! waited 1.6 s while the nodes were busy only 57–77% of the time; with `hold_ratio = 0` the
-//! same run gave 1.19 s. Why jobs wait that long for busy nodes there is not worked out yet
-//! (the hold bound counts rounds, not time, and a node's unlearnt speed is guessed); until it
-//! is, one slot per node should go with `hold_ratio = 0`.
-//!
-//! A node whose speed has not been learnt yet (no finished job) takes one job at a time, so a
-//! GPU that turns out to be much slower than the default guess strands at most one job.
+//! A node whose speed has not been learnt yet (no finished job) is planned at the fleet's
+//! median learnt speed (see [`Round::speed`](crate::Round::speed)) and takes one job at a time,
+//! so a GPU that turns out to be much slower than that guess strands at most one job.
 //!
 //! The thrash penalty applies only when the load pushes a resident checkpoint out of VRAM (a
 //! 24 GiB GPU keeps an SD 1.5 checkpoint beside Flux, so alternating between them loads each
@@ -232,14 +225,13 @@ impl ExpectedFinish {
         extra_cost: u64,
         demand: &walk::Demand<'_>,
     ) -> f64 {
-        let node = round.node(index);
         // Precision loss above 2^53 cost units is irrelevant for an estimate.
         #[allow(clippy::cast_precision_loss)]
         let work = round
             .backlog_cost(index)
             .saturating_add(extra_cost)
             .saturating_add(job.cost) as f64;
-        let mut secs = work / node.effective_speed();
+        let mut secs = work / round.speed(index);
 
         if let Some(checkpoint) = job.checkpoint.as_deref()
             && !round.is_resident(index, checkpoint)

@@ -338,6 +338,50 @@ fn a_node_of_unknown_speed_takes_one_job_at_a_time() {
 }
 
 #[test]
+fn a_busy_unmeasured_node_is_not_mistaken_for_an_instant_one() {
+    // Cost units are 512×512 sampler steps, and so is the default speed. Two nodes not
+    // measured yet: one busy with two 20-step drafts' work, one idle. The draft goes to the
+    // idle one rather than being held; with a default speed in the wrong unit, the busy node
+    // looked able to finish any job at once, and every job waited for it.
+    let mut busy = NodeView::new("busy");
+    busy.slot_limit = 1;
+    busy.queue_running = 1;
+    busy.backlog_cost = 40;
+    let mut idle = NodeView::new("idle");
+    idle.slot_limit = 1;
+    let jobs = vec![job_for_test("draft", 0, 20, None)];
+    assert_eq!(
+        plan_for_test(deterministic(), jobs, vec![busy, idle], 0),
+        ["idle"]
+    );
+}
+
+#[test]
+fn an_unmeasured_node_is_planned_at_the_fleet_median_speed() {
+    // Measured nodes run at 200, 300 and 400 units/s, all busy with 600 units; the new node,
+    // idle and not measured, is guessed at 300/s. A 300-unit job is 1 s there against at best
+    // (600 + 300) / 400 = 2.25 s on a busy node, so it goes to the new node. At the fixed
+    // default (20/s, 15 s) it would have waited for a busy one, and the new node would never
+    // have run the job that measures it.
+    let measured = |name: &str, speed: f64| {
+        let mut node = node_for_test(name, speed, 600, None);
+        node.slot_limit = 2;
+        node.queue_running = 1;
+        node
+    };
+    let mut new = NodeView::new("new");
+    new.slot_limit = 1;
+    let fleet = vec![
+        measured("a", 200.0),
+        measured("b", 300.0),
+        measured("c", 400.0),
+        new.clone(),
+    ];
+    let jobs = vec![job_for_test("j", 0, 300, None)];
+    assert_eq!(plan_for_test(deterministic(), jobs, fleet, 0), ["new"]);
+}
+
+#[test]
 fn a_small_job_may_take_the_slow_node_a_held_big_job_declined_without_aging_it() {
     // fast: busy with 100 units at 100/s. slow: free at 25/s. The big job (100 units) is 2 s on
     // fast behind its backlog but 4 s on slow, so it waits for fast; the small one behind it
