@@ -237,3 +237,113 @@ async fn sigterm_exits_promptly_and_jobs_on_nodes_finish_from_history_after_rest
     assert_eq!(posts, accepted.len() as u64, "one POST per job");
     assert!(took < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resuming_across_a_restart_gets_a_gap_and_never_an_old_number() {
+    let binary = comfyfleet_binary();
+    let sims = start_sims(1, 0.5).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let first = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    let mut jobs = first.jobs().await;
+    // Long enough to still be on the node when the coordinator stops.
+    let id = jobs
+        .submit_job(pb::SubmitJobRequest {
+            workflow: sd15_workflow(200, fresh_seed()),
+            ..pb::SubmitJobRequest::default()
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job_id;
+    let mut stream = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            after_sequence: 0,
+            include_previews: false,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut before = Vec::new();
+    while let Some(message) = stream.message().await.expect("stream") {
+        if let Some(pb::watch_job_response::Item::Event(event)) = message.item {
+            let progress = matches!(event.kind, Some(pb::job_event::Kind::Progress(_)));
+            before.push(event.sequence);
+            if progress {
+                break;
+            }
+        }
+    }
+    drop(stream);
+    let last_read = *before.last().expect("events before the restart");
+    first
+        .terminate(Duration::from_secs(5))
+        .expect("comfyfleet serve exits within 5 s of SIGTERM");
+
+    let second = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    let mut jobs = second.jobs().await;
+    let mut stream = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            after_sequence: last_read,
+            include_previews: false,
+        })
+        .await
+        .expect("a number from before the restart is a valid place to resume")
+        .into_inner();
+    let mut items = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(message) = tokio::time::timeout_at(deadline.into(), stream.message())
+        .await
+        .expect("the job ends within a minute of the restart")
+        .expect("stream")
+    {
+        items.push(message.item.expect("every message has an item"));
+    }
+    use pb::watch_job_response::Item;
+    assert!(
+        matches!(items.first(), Some(Item::Snapshot(_))),
+        "{items:?}"
+    );
+    let Some(Item::Gap(gap)) = items.get(1) else {
+        panic!("the events of the restart are reported missing: {items:?}");
+    };
+    // This is the journal's second run: its numbers start above 2 × 2^32.
+    assert_eq!(gap.from_sequence, last_read + 1);
+    assert_eq!(gap.to_sequence, 2 << 32);
+    assert!(matches!(items.get(2), Some(Item::Snapshot(_))), "{items:?}");
+    let after: Vec<u64> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Event(event) => Some(event.sequence),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        after.first(),
+        Some(&((2 << 32) + 1)),
+        "the new run numbers on from its base"
+    );
+    assert!(
+        after.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "consecutive after the restart: {after:?}"
+    );
+    let Some(Item::Event(terminal)) = items.last() else {
+        panic!("the stream ends with the terminal event: {items:?}");
+    };
+    assert!(
+        matches!(terminal.kind, Some(pb::job_event::Kind::Succeeded(_))),
+        "{terminal:?}"
+    );
+    // A number the new run has not reached is still refused.
+    let ahead = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            after_sequence: (2 << 32) + 10_000,
+            include_previews: false,
+        })
+        .await
+        .expect_err("beyond the last event");
+    assert_eq!(ahead.code(), tonic::Code::OutOfRange, "{ahead:?}");
+    drop(second);
+}

@@ -129,10 +129,9 @@ impl Coordinator {
             })?;
         let registry = options.registry.clone().unwrap_or_default();
         let metrics = Metrics::new(registry)?;
-        let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open_in_dir(
-            &config.data_dir,
-            SqliteOptions::default(),
-        )?);
+        let journal = SqliteStore::open_in_dir(&config.data_dir, SqliteOptions::default())?;
+        let run = journal.run();
+        let store: Arc<dyn JobStore> = Arc::new(journal);
         let hub = Arc::new(EventHub::new(EventHubConfig {
             capacity: config.events.log_capacity,
             retention: config.events.retention,
@@ -239,6 +238,9 @@ impl Coordinator {
             );
         }
         for job in unfinished {
+            // The log is opened here, before the manager opens it, so the job's events are
+            // numbered on from above the earlier runs' numbers.
+            hub.open_resumed(job.id, run);
             let _ = manager.recover(job);
         }
 

@@ -413,3 +413,28 @@ async fn a_journal_from_a_newer_version_is_refused() {
         "got {err}"
     );
 }
+
+#[tokio::test]
+async fn every_open_is_a_new_run_and_a_first_version_journal_keeps_its_jobs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.sqlite3");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("create");
+    assert_eq!(store.run(), 1);
+    let job = job_for_test("team-a", 0, 1);
+    store.insert(job.clone()).await.expect("insert");
+    drop(store);
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("reopen");
+    assert_eq!(store.run(), 2);
+    drop(store);
+
+    // Back to the first schema version, as a journal written before the run counter: the
+    // upgrade keeps the job and counts from 1 again, which is above anything that version
+    // numbered (it numbered every job's events from 1, below 2^32).
+    let conn = rusqlite::Connection::open(&path).expect("open raw");
+    conn.execute_batch("DROP TABLE meta; PRAGMA user_version = 1;")
+        .expect("downgrade");
+    drop(conn);
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("upgrade");
+    assert_eq!(store.run(), 1);
+    assert_eq!(store.get(job.id).await.expect("get"), Some(job));
+}

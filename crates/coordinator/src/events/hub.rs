@@ -52,12 +52,30 @@ impl EventHub {
 
     /// Returns the job's log, creating an empty one if there is none.
     pub fn open(&self, job_id: JobId) -> Arc<EventLog> {
+        self.open_numbered_after(job_id, 0)
+    }
+
+    /// Returns the job's log, creating one numbered after `run << 32` if there is none: for a
+    /// job taken back from the journal by run `run` (see
+    /// [`SqliteStore::run`](crate::journal::SqliteStore::run)).
+    ///
+    /// An earlier run numbered this job's events from 1, or from its own base, and no run
+    /// numbers 2^32 events of one job; so the numbers only ever grow across restarts. A
+    /// watcher that resumes with a number from before the restart is told the events in
+    /// between are gone and gets the job's snapshot, instead of having its number refused or,
+    /// worse, taken for an unrelated event of the new run.
+    pub fn open_resumed(&self, job_id: JobId, run: u64) -> Arc<EventLog> {
+        self.open_numbered_after(job_id, run.saturating_mul(1 << 32))
+    }
+
+    fn open_numbered_after(&self, job_id: JobId, base: u64) -> Arc<EventLog> {
         let mut logs = self.lock();
         let log = logs.entry(job_id).or_insert_with(|| {
-            Arc::new(EventLog::new(
+            Arc::new(EventLog::numbered_after(
                 job_id,
                 self.config.capacity,
                 self.config.max_watchers,
+                base,
             ))
         });
         Arc::clone(log)

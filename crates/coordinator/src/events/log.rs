@@ -14,7 +14,8 @@ use crate::job::{JobEvent, JobId};
 /// One event with its place in the job's sequence.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequencedEvent {
-    /// The event's sequence number: 1 for the job's first event, then 2, 3, ...
+    /// The event's sequence number: 1 for the job's first event, then 2, 3, ... (for a job
+    /// taken back after a restart, counting on from a base above the earlier run's numbers).
     pub sequence: u64,
     /// When the coordinator appended it.
     pub at: SystemTime,
@@ -97,6 +98,16 @@ impl EventLog {
             changed_tx: watch::Sender::new(()),
             num_watchers: AtomicUsize::new(0),
         }
+    }
+
+    /// Creates an empty log whose first event is numbered `after + 1`: for a job taken back
+    /// after a restart, whose earlier events were numbered by another run (see
+    /// [`EventHub::open_resumed`](super::EventHub::open_resumed)). A watcher resuming from a
+    /// number at most `after` is told the events up to `after` are missing, then reads on.
+    pub fn numbered_after(job_id: JobId, capacity: usize, max_watchers: usize, after: u64) -> Self {
+        let log = Self::new(job_id, capacity, max_watchers);
+        log.lock().last_sequence = after;
+        log
     }
 
     /// Returns the job this log belongs to.

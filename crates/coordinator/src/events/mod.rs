@@ -24,10 +24,12 @@
 //! watcher can have read an event that does not exist yet, and waiting for the job to get
 //! that far would silently skip every event in between.
 //!
-//! NOTE: sequence numbers belong to the coordinator process. A job taken back after a restart
-//! gets a new, empty log numbered from 1 again, so a cursor from before the restart is either
-//! refused as ahead of the log (the caller then watches from 0) or, once the new log has got
-//! that far, resumes at an event that is not the one after what the caller read.
+//! Numbers stay unique across restarts. A job taken back from the journal after a restart
+//! gets a new log, numbered on from a base above anything an earlier run gave out
+//! ([`EventHub::open_resumed`]); a watcher resuming with a number from before the restart is
+//! told that the events between it and the new base are gone ([`Lagged`]), gets the job's
+//! snapshot, and reads on. Events themselves are not journaled: what happened on the node
+//! while the coordinator was down is summed up by that snapshot.
 //!
 //! # Previews
 //!

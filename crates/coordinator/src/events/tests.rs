@@ -431,3 +431,45 @@ async fn purger_task_runs_periodically_and_stops_with_the_hub() {
         .expect("purger ends once the hub is gone")
         .expect("purger task");
 }
+
+#[tokio::test]
+async fn a_resumed_log_numbers_above_the_earlier_run_and_reports_the_rest_missing() {
+    let hub = EventHub::new(EventHubConfig::default());
+    let id = JobId::new();
+    let log = hub.open_resumed(id, 3);
+    let base = 3u64 << 32;
+    assert_eq!(log.last_sequence(), base);
+    assert!(
+        Arc::ptr_eq(&log, &hub.open(id)),
+        "the manager's open finds the resumed log"
+    );
+    // Resuming with a number the earlier run gave out: everything up to the base is missing.
+    let mut old = log.watch(WatchFrom::After(41), false).expect("admitted");
+    // A fresh watcher and one at the base miss nothing.
+    let mut fresh = log.watch(WatchFrom::Oldest, false).expect("admitted");
+    let mut at_base = log.watch(WatchFrom::After(base), false).expect("admitted");
+    // Nothing of this run was numbered yet.
+    assert!(matches!(
+        log.watch(WatchFrom::After(base + 1), false),
+        Err(EventLogError::AheadOfLog { .. })
+    ));
+    assert_eq!(log.append(JobEvent::Started).expect("open"), Some(base + 1));
+    log.append(done()).expect("open");
+
+    let lagged = old
+        .next()
+        .await
+        .expect("an item")
+        .expect_err("the gap comes first");
+    assert_eq!((lagged.first_missing(), lagged.last_missing()), (42, base));
+    assert_eq!(drain_sequences(&mut old).await, vec![base + 1, base + 2]);
+    assert_eq!(drain_sequences(&mut fresh).await, vec![base + 1, base + 2]);
+    assert_eq!(
+        drain_sequences(&mut at_base).await,
+        vec![base + 1, base + 2]
+    );
+
+    // A job created in this run starts at 1 as always.
+    let new = hub.open(JobId::new());
+    assert_eq!(new.append(JobEvent::Started).expect("open"), Some(1));
+}

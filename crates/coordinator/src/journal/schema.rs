@@ -43,6 +43,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_finish ON jobs (finished_at_ns) WHERE finished_at_ns IS NOT NULL;
     CREATE INDEX jobs_by_prompt_id ON jobs (prompt_id) WHERE prompt_id IS NOT NULL;
     "#,
+    // Version 2: journal-wide counters. `runs` counts the coordinator runs that opened the
+    // journal (see `SqliteStore::run`).
+    r#"
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

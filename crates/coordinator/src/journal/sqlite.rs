@@ -61,6 +61,8 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// This run's number (see [`SqliteStore::run`]).
+    run: u64,
     path: PathBuf,
     options: SqliteOptions,
     /// Sends operations to the writer thread; dropping the last one stops the thread.
@@ -84,6 +86,16 @@ impl SqliteStore {
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, JournalError> {
         let mut conn = open_connection(path, options, false)?;
         schema::migrate(&mut conn, path)?;
+        // One statement in autocommit: durable before the journal is used, so no two runs
+        // ever get one number.
+        let run: i64 = conn
+            .query_row(
+                "INSERT INTO meta (key, value) VALUES ('runs', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(JournalError::sqlite("count this run"))?;
 
         let (ops_tx, ops_rx) = mpsc::channel(options.write_queue.max(1));
         std::thread::Builder::new()
@@ -93,9 +105,10 @@ impl SqliteStore {
                 path: path.to_owned(),
                 cause: format!("start writer thread: {e}"),
             })?;
-        tracing::info!(path = %path.display(), "journal opened");
+        tracing::info!(path = %path.display(), run, "journal opened");
         Ok(Self {
             inner: Arc::new(Inner {
+                run: u64::try_from(run).unwrap_or(1),
                 path: path.to_owned(),
                 options,
                 ops_tx,
@@ -107,6 +120,17 @@ impl SqliteStore {
     /// Returns the journal file's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Returns which run of the coordinator this is: 1 for the first open of the journal (or
+    /// the first since it gained the counter), one more for every open after it.
+    ///
+    /// It lets numbers handed out to callers stay unique across restarts without storing
+    /// each one: event sequence numbers of a job taken back after a restart start above
+    /// `run << 32`, beyond anything an earlier run numbered (see
+    /// [`EventHub::open_resumed`](crate::events::EventHub::open_resumed)).
+    pub fn run(&self) -> u64 {
+        self.inner.run
     }
 
     /// Sends `op` to the writer and waits for its answer.

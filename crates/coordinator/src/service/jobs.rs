@@ -484,9 +484,8 @@ impl JobService for JobApi {
                         EventLogError::AheadOfLog { after, last, .. } => {
                             Status::out_of_range(format!(
                                 "after_sequence {after} is beyond job {id}'s last event {last}: \
-                                 pass the last sequence read from this coordinator, or 0 to \
-                                 read every event it holds (numbering starts again at 1 when \
-                                 the coordinator restarts)"
+                                 pass the last sequence read, or 0 to read every event the \
+                                 coordinator holds"
                             ))
                         }
                         other => Status::resource_exhausted(other.to_string()),
