@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use comfyfleet_tests::{
-    JOB_TIMEOUT, TestFleet, Watched, fresh_seed, http_get, is_terminal, sd15_workflow, sim_config,
-    v1 as pb, wait_until,
+    JOB_TIMEOUT, TestFleet, Watched, fresh_seed, http_get, is_terminal, node_history,
+    sd15_workflow, sim_config, v1 as pb, wait_until,
 };
 
 /// Checks the contract of one finished job's event log; returns the node it succeeded on.
@@ -270,4 +270,88 @@ async fn late_and_resuming_watchers_miss_nothing() {
         fleet.nodes().await.iter().all(|node| node.in_flight == 0)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_body_submitted_whole_brings_its_extra_data_to_the_node() {
+    let fleet = TestFleet::start(vec![sim_config("gpu-0", 0.0)]).await;
+    let graph: serde_json::Value =
+        serde_json::from_slice(&sd15_workflow(4, fresh_seed())).expect("JSON");
+    let pnginfo = serde_json::json!({"workflow": {"nodes": [], "links": []}});
+    let body = serde_json::json!({
+        "prompt": graph,
+        "client_id": "script-1",
+        "extra_data": {"extra_pnginfo": pnginfo}
+    });
+    let id = fleet
+        .submit(&serde_json::to_vec(&body).expect("JSON"))
+        .await
+        .expect("a /prompt body is accepted as the workflow");
+    let watched = fleet.watch_to_end(&id).await;
+    assert!(
+        matches!(watched.terminal(), Some(pb::job_event::Kind::Succeeded(_))),
+        "{:?}",
+        watched.kinds()
+    );
+    let item = node_history(fleet.sim("gpu-0"), &dispatched_prompt(&watched))
+        .await
+        .expect("the node ran the prompt");
+    assert_eq!(item["prompt"][3]["extra_pnginfo"], pnginfo);
+
+    // The request's own field does the same for a bare graph.
+    let id = fleet
+        .submit_request(pb::SubmitJobRequest {
+            workflow: sd15_workflow(4, fresh_seed()),
+            extra_data: serde_json::to_vec(&serde_json::json!({"extra_pnginfo": {"tag": 7}}))
+                .expect("JSON"),
+            ..pb::SubmitJobRequest::default()
+        })
+        .await
+        .expect("submit");
+    let watched = fleet.watch_to_end(&id).await;
+    assert!(
+        matches!(watched.terminal(), Some(pb::job_event::Kind::Succeeded(_))),
+        "{:?}",
+        watched.kinds()
+    );
+    let item = node_history(fleet.sim("gpu-0"), &dispatched_prompt(&watched))
+        .await
+        .expect("the node ran the prompt");
+    assert_eq!(
+        item["prompt"][3]["extra_pnginfo"],
+        serde_json::json!({"tag": 7})
+    );
+
+    // A wrong shape beside the graph is named.
+    let bad = serde_json::json!({"prompt": graph, "extra_data": 5});
+    let status = fleet
+        .submit(&serde_json::to_vec(&bad).expect("JSON"))
+        .await
+        .expect_err("extra_data must be an object");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("extra_data"), "{status:?}");
+    let status = fleet
+        .submit_request(pb::SubmitJobRequest {
+            workflow: sd15_workflow(4, fresh_seed()),
+            extra_data: b"[1, 2]".to_vec(),
+            ..pb::SubmitJobRequest::default()
+        })
+        .await
+        .expect_err("the field must hold an object");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("extra_data"), "{status:?}");
+    fleet.shutdown().await;
+}
+
+/// The prompt id of a watched job's last dispatch.
+fn dispatched_prompt(watched: &Watched) -> String {
+    watched
+        .events
+        .iter()
+        .rev()
+        .find_map(|event| match &event.kind {
+            Some(pb::job_event::Kind::Dispatched(dispatched)) => Some(dispatched.prompt_id.clone()),
+            _ => None,
+        })
+        .expect("the job was dispatched")
 }

@@ -384,3 +384,135 @@ async fn an_upload_reaches_the_node_that_runs_the_prompt_using_it() {
         "node {ran_on} received the upload before the prompt"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_client_sends_beside_the_graph_reaches_the_node() {
+    let fleet = start_fleet(1).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", fleet.coordinator.http_addr());
+    let two_saves = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 3}},
+        "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "all", "images": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "picked", "images": ["1", 0]}}
+    });
+    let pnginfo = json!({"workflow": {"nodes": [{"id": 3, "type": "SaveImage"}], "links": [], "version": 0.4}});
+    let body = json!({
+        "prompt": two_saves,
+        "client_id": "client-1",
+        "extra_data": {"extra_pnginfo": pnginfo, "auth_token_comfy_org": "secret-token"},
+        "partial_execution_targets": ["3"]
+    });
+    let (status, answer) = post(&http, &format!("{base}/prompt"), &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let prompt_id = serde_json::from_str::<Value>(&answer).expect("json")["prompt_id"]
+        .as_str()
+        .expect("prompt id")
+        .to_owned();
+
+    // Wait for the facade's history to show the end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ours = loop {
+        let history: Value = serde_json::from_str(
+            &http
+                .get(format!("{base}/history/{prompt_id}"))
+                .send()
+                .await
+                .expect("history")
+                .text()
+                .await
+                .expect("body"),
+        )
+        .expect("json");
+        if history[&prompt_id]["status"]["completed"] == json!(true) {
+            break history[&prompt_id].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let outputs: Vec<&String> = ours["outputs"]
+        .as_object()
+        .expect("outputs")
+        .keys()
+        .collect();
+    assert_eq!(outputs, ["3"], "only the targeted output ran");
+
+    // What the node itself was sent, from its own history.
+    let on_node: Value = serde_json::from_str(
+        &http
+            .get(format!("{}/history", fleet.sims[0].url()))
+            .send()
+            .await
+            .expect("node history")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    let items: Vec<&Value> = on_node.as_object().expect("history").values().collect();
+    assert_eq!(items.len(), 1, "{on_node}");
+    let queued = &items[0]["prompt"];
+    let extra = queued[3].as_object().expect("extra_data");
+    assert_eq!(
+        extra["extra_pnginfo"], pnginfo,
+        "the editor's graph travels to the node"
+    );
+    assert!(
+        !extra.contains_key("auth_token_comfy_org"),
+        "credentials are not kept or forwarded: {extra:?}"
+    );
+    assert_ne!(
+        extra["client_id"], "client-1",
+        "the node talks to the coordinator's own socket"
+    );
+    assert_eq!(
+        queued[4],
+        json!(["3"]),
+        "the node was told to run only node 3"
+    );
+    let ran: Vec<&String> = items[0]["outputs"]
+        .as_object()
+        .expect("outputs")
+        .keys()
+        .collect();
+    assert_eq!(ran, ["3"]);
+
+    // Wrong shapes are refused up front, naming the field.
+    for (bad, field) in [
+        (
+            json!({"prompt": two_saves, "extra_data": "x"}),
+            "extra_data",
+        ),
+        (
+            json!({"prompt": two_saves, "partial_execution_targets": "3"}),
+            "partial_execution_targets",
+        ),
+        (
+            json!({"prompt": two_saves, "partial_execution_targets": [3]}),
+            "partial_execution_targets",
+        ),
+    ] {
+        let (status, answer) = post(&http, &format!("{base}/prompt"), &bad.to_string()).await;
+        assert_eq!(status, 400, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).expect("json");
+        assert_eq!(answer["error"]["type"], "invalid_prompt");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(field)),
+            "{answer}"
+        );
+    }
+    // Targets that name no output node leave nothing to run, as on a node.
+    let (status, answer) = post(
+        &http,
+        &format!("{base}/prompt"),
+        &json!({"prompt": two_saves, "partial_execution_targets": ["1", "nope"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).expect("json")["error"]["type"],
+        "prompt_no_outputs"
+    );
+    fleet.coordinator.shutdown().await;
+}

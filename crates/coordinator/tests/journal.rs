@@ -431,10 +431,68 @@ async fn every_open_is_a_new_run_and_a_first_version_journal_keeps_its_jobs() {
     // upgrade keeps the job and counts from 1 again, which is above anything that version
     // numbered (it numbered every job's events from 1, below 2^32).
     let conn = rusqlite::Connection::open(&path).expect("open raw");
-    conn.execute_batch("DROP TABLE meta; PRAGMA user_version = 1;")
-        .expect("downgrade");
+    conn.execute_batch(
+        "DROP TABLE meta; ALTER TABLE jobs DROP COLUMN extras; PRAGMA user_version = 1;",
+    )
+    .expect("downgrade");
     drop(conn);
     let store = SqliteStore::open(&path, SqliteOptions::default()).expect("upgrade");
     assert_eq!(store.run(), 1);
     assert_eq!(store.get(job.id).await.expect("get"), Some(job));
+}
+
+#[tokio::test]
+async fn prompt_extras_come_back_with_the_job_and_stay_out_of_listings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open_for_test(&dir);
+    let mut job = job_for_test("team-a", 0, 1);
+    let mut extras = coordinator::job::PromptExtras::default();
+    extras.extra_data.insert(
+        "extra_pnginfo".into(),
+        serde_json::json!({"workflow": {"nodes": [1, 2]}}),
+    );
+    extras.partial_execution_targets = Some(vec!["9".into()]);
+    job.spec.extras = Some(Arc::new(extras));
+    let plain = job_for_test("team-a", 0, 2);
+    store.insert(job.clone()).await.expect("insert");
+    store.insert(plain.clone()).await.expect("insert");
+    let dispatched = store
+        .record(
+            job.id,
+            StateChange::Dispatch {
+                node: "gpu-1".into(),
+                prompt_id: Uuid::new_v4(),
+            },
+            at(2),
+        )
+        .await
+        .expect("dispatch");
+    assert_eq!(
+        dispatched.spec.extras, job.spec.extras,
+        "a dispatch reads them back to forward them"
+    );
+    drop(store);
+    let store = open_for_test(&dir);
+    assert_eq!(
+        store
+            .get(job.id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .spec
+            .extras,
+        job.spec.extras
+    );
+    assert_eq!(
+        store
+            .get(plain.id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .spec
+            .extras,
+        None
+    );
+    let page = store.list(ListQuery::default()).await.expect("list");
+    assert!(page.jobs.iter().all(|listed| listed.spec.extras.is_none()));
 }

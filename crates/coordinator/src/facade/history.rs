@@ -92,9 +92,11 @@ pub(crate) fn entry(job: &Job, prompt: &FacadePrompt) -> Value {
     };
     let cached = json!(["execution_cached", {"nodes": [], "prompt_id": id, "timestamp": millis(job.progress.started_at.or(Some(job.created_at)))}]);
     let mut extra = prompt.extra_data.clone();
+    // Records written before credentials were dropped at submission may still hold them.
     if let Some(map) = extra.as_object_mut() {
-        map.remove("auth_token_comfy_org");
-        map.remove("api_key_comfy_org");
+        for key in crate::job::CREDENTIAL_KEYS {
+            map.remove(key);
+        }
     }
     let mut item = super::prompt::queue_item(job, prompt);
     item[3] = extra;

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::registry::FacadePrompt;
 use super::{FACADE_TENANT, Facade, FacadeError, empty_ok, internal, json, server_error};
 use crate::analysis;
-use crate::job::{Job, JobSpec, JobState};
+use crate::job::{CREDENTIAL_KEYS, Job, JobSpec, JobState, PromptExtras};
 use crate::journal::ListQuery;
 
 /// Most live facade jobs listed by `/queue`.
@@ -38,11 +38,11 @@ fn error_400(kind: &str, message: &str, details: &str) -> Response {
 
 /// `POST /prompt`.
 ///
-/// NOTE: `extra_data` (e.g. `extra_pnginfo`) is kept for `/queue` and `/history` but is not
-/// forwarded to the node, and `partial_execution_targets` is ignored: the job carries only the
-/// graph, so saved PNGs lack the client's embedded workflow and every output node runs.
-/// `number` is reported back but does not order the fleet queue (the coordinator's priority
-/// and arrival order do).
+/// `extra_data` (e.g. `extra_pnginfo`, which the save nodes embed in PNGs) and
+/// `partial_execution_targets` go to the node with the graph. The credential keys for paid API
+/// nodes are dropped rather than written to disk (see `CREDENTIAL_KEYS`), so such nodes run
+/// without the client's account. `number` is reported back but does not order the fleet
+/// queue (the coordinator's priority and arrival order do).
 pub(crate) async fn post_prompt(State(facade): State<Arc<Facade>>, body: Bytes) -> Response {
     let response = queue_prompt(&facade, body).await;
     // Counted like gRPC submissions, so the job metrics cover both doors.
@@ -122,6 +122,23 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
             "",
         );
     }
+    let extras = match PromptExtras::from_prompt_body(fields, facade.max_workflow_bytes) {
+        Ok(extras) => extras,
+        Err(error) => return error_400("invalid_prompt", &error.to_string(), ""),
+    };
+    // As in ComfyUI, targets that name no output node leave nothing to run.
+    if let Some(targets) = extras
+        .as_ref()
+        .and_then(|extras| extras.partial_execution_targets.as_ref())
+    {
+        let targeted = targets
+            .iter()
+            .filter_map(|id| nodes.get(id))
+            .filter_map(|node| node.get("class_type").and_then(Value::as_str));
+        if analysis::surely_has_no_output(targeted) {
+            return error_400("prompt_no_outputs", "Prompt has no outputs", "");
+        }
+    }
     let analysed = match analysis::analyse(&graph_bytes) {
         Ok(analysed) => analysed,
         Err(analysis::AnalysisError::NoOutputs) => {
@@ -146,6 +163,10 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    // Credentials are not written to disk (see `CREDENTIAL_KEYS`).
+    for key in CREDENTIAL_KEYS {
+        extra_data.remove(key);
+    }
     let client_id = fields
         .get("client_id")
         .and_then(Value::as_str)
@@ -162,6 +183,7 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
 
     let mut spec = JobSpec::new(analysed.forward, FACADE_TENANT);
     spec.analysis = analysed.analysis;
+    spec.extras = extras.map(Arc::new);
     let job = Job::new(spec, SystemTime::now());
     let view = analysis::job_view(&job, 0);
     let node_views: Vec<_> = facade.fleet.nodes().iter().map(|n| n.view()).collect();

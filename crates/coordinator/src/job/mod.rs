@@ -22,7 +22,7 @@ pub use failure::{Failure, FailureClass, Fault, NodeError};
 pub use id::JobId;
 pub use output::OutputRef;
 pub use record::Job;
-pub use spec::{JobSpec, Labels, WorkflowAnalysis};
+pub use spec::{CREDENTIAL_KEYS, ExtrasError, JobSpec, Labels, PromptExtras, WorkflowAnalysis};
 pub use state::{AttemptRecord, JobProgress, JobState, StateChange};
 
 /// Errors of the job model.

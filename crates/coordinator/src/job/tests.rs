@@ -240,3 +240,71 @@ fn terminal_events_match_terminal_states() {
     );
     assert!(!JobEvent::Started.is_terminal());
 }
+
+#[test]
+fn prompt_extras_keep_what_the_node_needs_and_nothing_secret() {
+    let fields = |value: serde_json::Value| value.as_object().cloned().expect("object");
+    let extras = PromptExtras::from_prompt_body(
+        &fields(serde_json::json!({
+            "prompt": {},
+            "client_id": "c1",
+            "extra_data": {
+                "client_id": "c1",
+                "extra_pnginfo": {"workflow": {"nodes": []}},
+                "auth_token_comfy_org": "t",
+                "api_key_comfy_org": "k"
+            },
+            "partial_execution_targets": ["9", "12"]
+        })),
+        1 << 20,
+    )
+    .expect("valid")
+    .expect("something to forward");
+    assert_eq!(
+        extras.extra_data.keys().collect::<Vec<_>>(),
+        ["extra_pnginfo"],
+        "client id and credentials are left out"
+    );
+    assert_eq!(
+        extras.partial_execution_targets,
+        Some(vec!["9".to_owned(), "12".to_owned()])
+    );
+
+    // Nothing but what is left out, or explicit nulls: nothing to forward.
+    for nothing in [
+        serde_json::json!({"prompt": {}}),
+        serde_json::json!({"prompt": {}, "extra_data": {"client_id": "c1"}}),
+        serde_json::json!({"prompt": {}, "extra_data": null, "partial_execution_targets": null}),
+    ] {
+        assert_eq!(
+            PromptExtras::from_prompt_body(&fields(nothing), 1 << 20),
+            Ok(None)
+        );
+    }
+    // An empty target list is kept: it asks for no output at all.
+    assert!(
+        PromptExtras::from_prompt_body(
+            &fields(serde_json::json!({"partial_execution_targets": []})),
+            1 << 20
+        )
+        .expect("valid")
+        .is_some()
+    );
+
+    assert_eq!(
+        PromptExtras::from_prompt_body(&fields(serde_json::json!({"extra_data": [1]})), 1 << 20),
+        Err(ExtrasError::ExtraDataNotObject("a list"))
+    );
+    assert_eq!(
+        PromptExtras::from_prompt_body(
+            &fields(serde_json::json!({"partial_execution_targets": ["9", null]})),
+            1 << 20
+        ),
+        Err(ExtrasError::TargetsNotIds("null"))
+    );
+    let big = serde_json::json!({"extra_data": {"extra_pnginfo": "x".repeat(200)}});
+    assert!(matches!(
+        PromptExtras::from_prompt_body(&fields(big), 100),
+        Err(ExtrasError::TooLarge { limit: 100, .. })
+    ));
+}

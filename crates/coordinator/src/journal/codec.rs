@@ -5,6 +5,7 @@
 //! Times are stored as nanoseconds since the Unix epoch, which round-trips `SystemTime` exactly
 //! until the year 2262.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,17 +16,21 @@ use uuid::Uuid;
 use super::JournalError;
 use crate::job::{
     AttemptRecord, Failure, Job, JobId, JobProgress, JobSpec, JobState, Labels, OutputRef,
-    WorkflowAnalysis,
+    PromptExtras, WorkflowAnalysis,
 };
 
-/// The columns [`job_from_row`] reads, in order, workflow included.
+/// The columns [`job_from_row`] reads, in order, workflow and prompt extras included.
 pub(crate) const JOB_COLUMNS: &str = "id, tenant, idempotency_key, priority, state, node, \
-    prompt_id, attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, progress, workflow";
+    prompt_id, attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, progress, workflow, \
+    extras";
 
-/// Like [`JOB_COLUMNS`] but with an empty workflow, for listings.
+/// Like [`JOB_COLUMNS`] but with an empty workflow and no prompt extras, for listings.
 pub(crate) const JOB_COLUMNS_NO_WORKFLOW: &str = "id, tenant, idempotency_key, priority, state, \
     node, prompt_id, attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, progress, \
-    X'' AS workflow";
+    X'' AS workflow, NULL AS extras";
+
+/// How many columns [`JOB_COLUMNS`] names; a query may select more after them.
+pub(crate) const NUM_JOB_COLUMNS: usize = 15;
 
 /// The JSON of the `spec` column.
 #[derive(Serialize, Deserialize)]
@@ -77,11 +82,17 @@ pub(crate) fn insert_job(conn: &Connection, job: &Job) -> Result<(), JournalErro
     };
     let spec = serde_json::to_string(&spec).map_err(|e| corrupt(job.id, e))?;
     let progress = progress_json(job)?;
+    // Kept apart from `spec`, which every state change reads: the editor's graph in
+    // `extra_pnginfo` can be larger than the workflow itself.
+    let extras = match job.spec.extras.as_deref().filter(|e| !e.is_empty()) {
+        Some(extras) => Some(serde_json::to_string(extras).map_err(|e| corrupt(job.id, e))?),
+        None => None,
+    };
     let p = &job.progress;
     conn.prepare_cached(
         "INSERT INTO jobs (id, tenant, idempotency_key, priority, state, node, prompt_id, \
-         attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, progress, workflow) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, progress, workflow, \
+         extras) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -99,6 +110,7 @@ pub(crate) fn insert_job(conn: &Connection, job: &Job) -> Result<(), JournalErro
             spec,
             progress,
             job.spec.workflow.as_ref(),
+            extras,
         ])
     })
     .map_err(JournalError::sqlite("insert job"))?;
@@ -162,6 +174,13 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> Result<Job, JournalError> {
         serde_json::from_str(&row.get::<_, String>(12).map_err(column)?)
             .map_err(|e| bad(format!("progress: {e}")))?;
 
+    let extras = row
+        .get::<_, Option<String>>(14)
+        .map_err(column)?
+        .map(|text| serde_json::from_str::<PromptExtras>(&text))
+        .transpose()
+        .map_err(|e| bad(format!("extras: {e}")))?
+        .map(Arc::new);
     let spec = JobSpec {
         workflow: Bytes::from(row.get::<_, Vec<u8>>(13).map_err(column)?),
         tenant: row.get(1).map_err(column)?,
@@ -170,6 +189,7 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> Result<Job, JournalError> {
         idempotency_key: row.get(2).map_err(column)?,
         deadline: spec_doc.deadline_ns.map(from_nanos),
         analysis: spec_doc.analysis,
+        extras,
     };
     let progress = JobProgress {
         state,

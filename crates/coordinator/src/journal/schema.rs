@@ -51,6 +51,11 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) STRICT;
     "#,
+    // Version 3: what a ComfyUI client sent beside the graph (`extra_data`,
+    // `partial_execution_targets`), as JSON; NULL when it sent nothing of the kind.
+    r#"
+    ALTER TABLE jobs ADD COLUMN extras TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -367,7 +367,7 @@ fn list_page(conn: &Connection, query: &ListQuery) -> Result<JobPage, JournalErr
         }
         // `seq` comes after the job columns, which `job_from_row` reads from index 0.
         last_seq = Some(
-            row.get::<_, i64>(14)
+            row.get::<_, i64>(codec::NUM_JOB_COLUMNS)
                 .map_err(JournalError::sqlite("read seq"))?,
         );
         jobs.push(codec::job_from_row(row)?);

@@ -273,7 +273,8 @@ enum After {
 /// with its write), the analysis is shared by every job with the same one, and placement
 /// builds its [`JobView`]s per round for the head of the queue only.
 struct Live {
-    /// The record, hollow: `spec.workflow` is empty and `spec.analysis` is the default (the
+    /// The record, hollow: `spec.workflow` is empty, `spec.extras` is `None` and `spec.analysis`
+    /// is the default (the
     /// analysis is in `needs`). [`Live::full_job`] puts the analysis back.
     job: Job,
     arrival: u64,
@@ -316,6 +317,9 @@ impl Live {
     ) -> Self {
         job.spec.workflow = bytes::Bytes::new();
         job.spec.analysis = WorkflowAnalysis::default();
+        // Like the workflow, what the client sent beside it comes back from the journal with
+        // the dispatch that forwards it.
+        job.spec.extras = None;
         Self {
             job,
             arrival,

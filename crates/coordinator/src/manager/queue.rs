@@ -364,7 +364,7 @@ mod tests {
         let node = closed_port_node();
         node.status().health = scheduler::Health::Up;
         let workflow = bytes::Bytes::from_static(br#"{"1": {"class_type": "X", "inputs": {}}}"#);
-        let error = tasks::post_prompt(&node, &workflow, Uuid::new_v4(), None)
+        let error = tasks::post_prompt(&node, &workflow, None, Uuid::new_v4(), None)
             .await
             .expect_err("nothing listens");
         assert!(error.certainly_not_received(), "{error}");

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::outcome::{self, AttemptEnd};
 use crate::facade::UploadStore;
 use crate::fleet::Node;
-use crate::job::{Failure, FailureClass, JobId};
+use crate::job::{Failure, FailureClass, JobId, PromptExtras};
 
 /// Why a POST /prompt did not queue the prompt.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +68,12 @@ impl Reply {
     }
 }
 
-/// POSTs the workflow bytes as received, with our client id and the prompt id we recorded.
+/// POSTs the workflow bytes as received, with what the client sent beside them, our client id
+/// and the prompt id we recorded.
 pub async fn post_prompt(
     node: &Node,
     workflow: &Bytes,
+    extras: Option<&PromptExtras>,
     prompt_id: Uuid,
     uploads: Option<&UploadStore>,
 ) -> Result<(), PostError> {
@@ -93,6 +95,12 @@ pub async fn post_prompt(
     let mut request = PromptRequest::from_raw(raw);
     request.client_id = Some(node.client_id.clone());
     request.prompt_id = Some(prompt_id.to_string());
+    if let Some(extras) = extras {
+        if !extras.extra_data.is_empty() {
+            request.extra_data = Some(extras.extra_data.clone());
+        }
+        request.partial_execution_targets = extras.partial_execution_targets.clone();
+    }
     match node.client.prompt(&request).await {
         Ok(_accepted) => Ok(()),
         Err(error) => {

@@ -71,6 +71,7 @@ impl Manager {
                                     tasks::post_prompt(
                                         &node,
                                         &workflow,
+                                        job.spec.extras.as_deref(),
                                         prompt_id,
                                         uploads.as_ref(),
                                     )

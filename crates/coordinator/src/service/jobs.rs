@@ -18,7 +18,7 @@ use super::{MESSAGE_CHARS, clip, convert, echo, status_of};
 use crate::analysis;
 use crate::events::{EventHub, EventLogError, WatchFrom, WatchItem};
 use crate::fleet::Fleet;
-use crate::job::{Job, JobId, JobSpec, Labels};
+use crate::job::{Job, JobId, JobSpec, Labels, PromptExtras};
 use crate::journal::{JobStore, ListQuery};
 use crate::manager::{AdmissionError, CancelOutcome, ManagerHandle};
 use crate::metrics::Metrics;
@@ -258,7 +258,25 @@ impl JobApi {
             )));
         }
 
+        // A whole `/prompt` body sent as the workflow brings what ComfyUI would have taken
+        // from beside the graph.
+        let extras = match analysed.envelope {
+            Some(comfy_api::Envelope::PromptBody) => {
+                let fields: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&bytes).map_err(|error| {
+                        Status::invalid_argument(format!("workflow refused: {error}"))
+                    })?;
+                PromptExtras::from_prompt_body(&fields, bytes.len()).map_err(|error| {
+                    Status::invalid_argument(format!("workflow refused: {error}"))
+                })?
+            }
+            _ => None,
+        };
+        let extras =
+            with_extra_data_field(extras, &request.extra_data, self.limits.max_workflow_bytes)?;
+
         let mut spec = JobSpec::new(analysed.forward, tenant);
+        spec.extras = extras.map(Arc::new);
         spec.priority = request.priority;
         spec.required_labels = labels;
         spec.idempotency_key =
@@ -784,4 +802,29 @@ impl JobApi {
         });
         Ok(Box::pin(first.chain(body)))
     }
+}
+
+/// Adds the request's own `extra_data` field (a JSON object, empty for none) to what an
+/// envelope brought; its keys win over the envelope's. At most `limit` bytes are kept.
+fn with_extra_data_field(
+    extras: Option<PromptExtras>,
+    field: &[u8],
+    limit: usize,
+) -> Result<Option<PromptExtras>, Status> {
+    if field.is_empty() {
+        return Ok(extras);
+    }
+    let value: serde_json::Value = serde_json::from_slice(field)
+        .map_err(|error| Status::invalid_argument(format!("extra_data is not JSON: {error}")))?;
+    let mut fields = serde_json::Map::new();
+    fields.insert("extra_data".into(), value);
+    let given = PromptExtras::from_prompt_body(&fields, limit)
+        .map_err(|error| Status::invalid_argument(error.to_string()))?;
+    Ok(match (extras, given) {
+        (Some(mut extras), Some(given)) => {
+            extras.extra_data.extend(given.extra_data);
+            Some(extras)
+        }
+        (extras, given) => extras.or(given),
+    })
 }
