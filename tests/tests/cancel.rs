@@ -14,7 +14,12 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_works_in_every_state() {
-    let fleet = TestFleet::start(vec![sim_config("gpu-a", 0.2)]).await;
+    // B must go to the node's second slot at once. Expected-finish gives a node it has not
+    // measured one prompt at a time, so this test places with least-loaded.
+    let fleet = TestFleet::start_with(vec![sim_config("gpu-a", 0.2)], |config| {
+        config.placement.kind = scheduler::PolicyKind::LeastLoaded;
+    })
+    .await;
     let sim = fleet.sim("gpu-a");
     let slow = || sd15_workflow(2000, fresh_seed());
 

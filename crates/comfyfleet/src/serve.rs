@@ -38,7 +38,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub log_format: Option<String>,
     /// Placement policy: least-loaded, round-robin, random, least-loaded-affinity,
-    /// expected-finish [default: `placement.kind` of the configuration, least-loaded].
+    /// expected-finish [default: `placement.kind` of the configuration, expected-finish].
     #[arg(long)]
     pub policy: Option<String>,
 }

@@ -64,7 +64,7 @@ pub struct Config {
     /// Admission limits.
     pub limits: LimitsConfig,
     /// The placement policy and its settings (`[placement]`, `[placement.expected_finish]`).
-    /// Default least-loaded. The `--policy` flag of `serve` and `up` overrides `kind`.
+    /// Default expected-finish. The `--policy` flag of `serve` and `up` overrides `kind`.
     pub placement: scheduler::PolicyConfig,
 }
 

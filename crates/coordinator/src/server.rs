@@ -74,7 +74,7 @@ pub struct StartOptions {
     pub simulated: Vec<String>,
     /// The registry metrics go into; a fresh one when `None`.
     pub registry: Option<Registry>,
-    /// The placement policy; least-loaded when `None`.
+    /// The placement policy; the configuration's `placement` when `None`.
     pub policy: Option<scheduler::PolicyConfig>,
     /// Resolves the hosts of `[discovery]` sources; the system resolver when `None`.
     pub resolver: Option<Arc<dyn Resolver>>,
@@ -160,7 +160,12 @@ impl Coordinator {
         let fleet = Arc::new(Fleet::new(nodes));
 
         // The manager.
-        let policy = scheduler::build_policy(&options.policy.clone().unwrap_or_default())?;
+        let policy = scheduler::build_policy(
+            &options
+                .policy
+                .clone()
+                .unwrap_or_else(|| config.placement.clone()),
+        )?;
         let settings = ManagerSettings {
             max_attempts: config.dispatch.max_attempts,
             max_queued_jobs: config.limits.max_queued_jobs,

@@ -115,7 +115,12 @@ fn workflow(seed: u64) -> Value {
 }
 
 async fn start() -> Fleet {
-    let mut fleet = support::start_sim_fleet(vec![SimConfig::named("gpu-0")]).await;
+    // These tests need a second prompt in the node's own queue at once. Expected-finish gives
+    // a node it has not measured one prompt at a time, so they place with least-loaded.
+    let mut fleet = support::start_sim_fleet_with(vec![SimConfig::named("gpu-0")], |config| {
+        config.placement.kind = scheduler::PolicyKind::LeastLoaded;
+    })
+    .await;
     Fleet {
         coordinator: fleet.coordinator,
         sim: fleet.sims.remove(0),

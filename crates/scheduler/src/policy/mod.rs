@@ -46,8 +46,7 @@ pub trait Policy: Send {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
-    /// [`LeastLoaded`], the default.
-    #[default]
+    /// [`LeastLoaded`].
     LeastLoaded,
     /// [`RoundRobin`].
     RoundRobin,
@@ -55,7 +54,9 @@ pub enum PolicyKind {
     Random,
     /// [`LeastLoadedAffinity`].
     LeastLoadedAffinity,
-    /// [`ExpectedFinish`].
+    /// [`ExpectedFinish`], the default: it finished jobs sooner than the others in every
+    /// benchmark scenario, or as soon where every policy keeps every node busy.
+    #[default]
     ExpectedFinish,
 }
 
