@@ -316,6 +316,7 @@ impl Coordinator {
             data_dir: config.data_dir.clone(),
             max_workflow_bytes: usize::try_from(config.limits.max_workflow_bytes)
                 .unwrap_or(usize::MAX),
+            max_nodes: usize::try_from(config.limits.max_nodes_per_workflow).unwrap_or(usize::MAX),
         })
         .map_err(|error| StartError::DataDir {
             path: config.data_dir.display().to_string(),

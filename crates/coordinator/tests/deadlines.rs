@@ -158,3 +158,42 @@ async fn a_positive_timeout_and_a_future_deadline_are_kept_on_the_job() {
     );
     fleet.coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_before_placement_fails_the_job_without_running_it() {
+    let fleet =
+        support::start_sim_fleet(vec![SimConfig::named("gpu-0").with_time_scale(0.0)]).await;
+    let mut jobs = client(&fleet).await;
+    // One nanosecond: gone by the time the job is placed, long before the next tick.
+    let accepted = jobs
+        .submit_job(with_deadline(timeout(0, 1)))
+        .await
+        .expect("a positive timeout is accepted")
+        .into_inner();
+    let started = std::time::Instant::now();
+    let job = loop {
+        let job = get_job(&mut jobs, accepted.job_id.clone()).await;
+        if job.state() == pb::JobState::Failed {
+            break job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "job still {:?}",
+            job.state()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let failure = job.failure.expect("a failure");
+    assert_eq!(
+        failure.failure_class(),
+        pb::FailureClass::Deadline,
+        "{failure:?}"
+    );
+    assert_eq!(job.attempt, 0, "never dispatched");
+    assert_eq!(
+        fleet.sims[0].snapshot().expect("sim").prompt_posts,
+        0,
+        "the node never saw it"
+    );
+    fleet.coordinator.shutdown().await;
+}

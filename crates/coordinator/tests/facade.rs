@@ -516,3 +516,34 @@ async fn what_a_client_sends_beside_the_graph_reaches_the_node() {
     );
     fleet.coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_facade_holds_the_node_count_limit_as_grpc_does() {
+    let fleet = support::start_sim_fleet_with(
+        vec![SimConfig::named("gpu-0").with_time_scale(0.0)],
+        |config| config.limits.max_nodes_per_workflow = 2,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/prompt", fleet.coordinator.http_addr());
+    let three = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "n", "images": ["2", 0]}}
+    });
+    let (status, answer) = post(&http, &url, &json!({"prompt": three}).to_string()).await;
+    assert_eq!(status, 400, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["error"]["type"], "invalid_prompt");
+    assert_eq!(
+        answer["error"]["message"],
+        "workflow has 3 nodes; the limit is 2"
+    );
+    let two = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "n", "images": ["1", 0]}}
+    });
+    let (status, answer) = post(&http, &url, &json!({"prompt": two}).to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    fleet.coordinator.shutdown().await;
+}

@@ -204,6 +204,28 @@ async fn delete_clear_and_targeted_interrupt_touch_only_the_named_jobs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_naming_a_prompt_by_a_number_or_a_list_stops_nothing() {
+    let fleet = start().await;
+    fleet.queue("anonymous-job", None).await;
+    wait_for(&fleet, 1, 0).await;
+    // As in ComfyUI: a truthy prompt_id is a targeted interrupt, and only a string can match.
+    for target in [
+        json!(5),
+        json!(["anonymous-job"]),
+        json!({"id": "anonymous-job"}),
+    ] {
+        assert_eq!(
+            fleet
+                .post("/interrupt", json!({ "prompt_id": target }))
+                .await,
+            200
+        );
+    }
+    let (status, _) = fleet.outcome("anonymous-job").await;
+    assert_eq!(status, "success", "nothing was interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_interrupt_stops_only_the_callers_own_jobs() {
     let fleet = start().await;
     fleet.queue("alice-job", Some("alice")).await;

@@ -121,6 +121,8 @@ pub struct FacadeDeps {
     pub data_dir: PathBuf,
     /// Largest workflow accepted, in bytes.
     pub max_workflow_bytes: usize,
+    /// Most graph nodes one workflow may have.
+    pub max_nodes: usize,
     /// The coordinator's metrics (submissions through this door are counted too).
     pub metrics: crate::metrics::Metrics,
 }
@@ -137,6 +139,7 @@ pub struct Facade {
     /// ComfyUI's per-process `number` counter.
     pub(crate) counter: AtomicI64,
     pub(crate) max_workflow_bytes: usize,
+    pub(crate) max_nodes: usize,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) object_info: discovery::ObjectInfoCache,
 }
@@ -156,6 +159,7 @@ impl Facade {
             clients: ws::Clients::default(),
             counter: AtomicI64::new(0),
             max_workflow_bytes: deps.max_workflow_bytes,
+            max_nodes: deps.max_nodes,
             metrics: deps.metrics,
             object_info: discovery::ObjectInfoCache::default(),
         }))

@@ -152,6 +152,16 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
             );
         }
     };
+    if analysed.num_nodes > facade.max_nodes {
+        return error_400(
+            "invalid_prompt",
+            &format!(
+                "workflow has {} nodes; the limit is {}",
+                analysed.num_nodes, facade.max_nodes
+            ),
+            "",
+        );
+    }
 
     let prompt_id = match fields.get("prompt_id") {
         None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
@@ -453,12 +463,13 @@ pub(crate) async fn post_interrupt(State(facade): State<Arc<Facade>>, body: Byte
     // ComfyUI treats an empty or invalid body as a global interrupt.
     let body = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     let on_node = |state: JobState| matches!(state, JobState::Dispatched | JobState::Running);
-    if let Some(id) = body
-        .get("prompt_id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
-        let id = id.to_owned();
+    // ComfyUI targets when `prompt_id` is truthy in Python's sense, and compares it with the
+    // running prompts' ids: a number or a list is targeted and matches nothing, while `""`,
+    // `0`, `false`, `[]` and `{}` fall through to the global interrupt.
+    if let Some(target) = body.get("prompt_id").filter(|value| python_truthy(value)) {
+        let Some(id) = target.as_str().map(str::to_owned) else {
+            return empty_ok();
+        };
         if let Ok(Some(prompt)) = facade.with_registry(move |r| r.by_prompt_id(&id)).await
             && let Ok(Some(live)) = facade.manager.get(prompt.job_id).await
             && on_node(live.job.state())
@@ -508,4 +519,16 @@ pub(crate) async fn post_free(State(facade): State<Arc<Facade>>, body: Bytes) ->
         });
     }
     empty_ok()
+}
+
+/// Whether Python would take `value`, decoded from JSON, as true.
+fn python_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(text) => !text.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+    }
 }

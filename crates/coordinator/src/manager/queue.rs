@@ -101,6 +101,16 @@ impl Manager {
 
     /// Takes a queued job off the queue and sends it to `node_name`.
     pub(super) fn dispatch(&mut self, id: JobId, node_name: &str) {
+        // The tick finds passed deadlines only every so often; a job whose deadline passed
+        // since is failed here rather than sent to run after it.
+        let now = SystemTime::now();
+        let past_deadline = self.live.get(&id).is_some_and(|live| {
+            !live.expired && live.job.spec.deadline.is_some_and(|at| at <= now)
+        });
+        if past_deadline {
+            self.expire(id, now);
+            return;
+        }
         let Some(live) = self.live.get_mut(&id) else {
             return;
         };
@@ -113,7 +123,6 @@ impl Manager {
             node: node_name.to_owned(),
             prompt_id,
         };
-        let now = SystemTime::now();
         let job = match live.job.apply(change.clone(), now) {
             Ok(job) => job,
             Err(error) => {

@@ -48,7 +48,7 @@ impl Manager {
     }
 
     /// Ends or interrupts a job whose deadline passed.
-    fn expire(&mut self, id: JobId, now: SystemTime) {
+    pub(super) fn expire(&mut self, id: JobId, now: SystemTime) {
         let _entered = self.span_of(id).entered();
         let tx = self.tx_for_tasks();
         let Some(live) = self.live.get_mut(&id) else {
