@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use comfy_sim::SimNode;
+use fleet_proto::v1::fleet_service_client::FleetServiceClient;
 use fleet_proto::v1::job_service_client::JobServiceClient;
 use tonic::transport::Channel;
 
@@ -138,6 +139,19 @@ impl CoordinatorProcess {
             .await
             .expect("connect to the coordinator process");
         JobServiceClient::new(channel)
+    }
+
+    /// A fleet client to it.
+    ///
+    /// # Panics
+    /// When it cannot connect.
+    pub async fn fleet(&self) -> FleetServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the coordinator process");
+        FleetServiceClient::new(channel)
     }
 
     /// Kills it with SIGKILL and reaps it.

@@ -181,7 +181,10 @@ async fn sigterm_exits_promptly_and_jobs_on_nodes_finish_from_history_after_rest
     let binary = comfyfleet_binary();
     let sims = start_sims(2, 0.3).await;
     let data = tempfile::tempdir().expect("data dir");
-    let first = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    // Both slots of each node must fill at once; expected-finish gives a node it has not
+    // measured one prompt at a time.
+    let least_loaded = [("COMFYFLEET_PLACEMENT_KIND", "least-loaded")];
+    let first = CoordinatorProcess::start(&binary, data.path(), &sims, &least_loaded).await;
     let mut jobs = first.jobs().await;
     let mut accepted = Vec::new();
     for _ in 0..6 {
@@ -221,7 +224,7 @@ async fn sigterm_exits_promptly_and_jobs_on_nodes_finish_from_history_after_rest
         "{posts_before} prompts posted before SIGTERM"
     );
 
-    let second = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    let second = CoordinatorProcess::start(&binary, data.path(), &sims, &least_loaded).await;
     let mut jobs = second.jobs().await;
     let done = wait_all_terminal(&mut jobs, &accepted, Duration::from_secs(60)).await;
     check_exactly_once(&done, &sims);
@@ -346,4 +349,89 @@ async fn a_watcher_resuming_across_a_restart_gets_a_gap_and_never_an_old_number(
         .expect_err("beyond the last event");
     assert_eq!(ahead.code(), tonic::Code::OutOfRange, "{ahead:?}");
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_stays_drained_across_a_restart_until_undrained() {
+    let binary = comfyfleet_binary();
+    let sims = start_sims(2, 0.0).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let first = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    first
+        .fleet()
+        .await
+        .drain_node(pb::DrainNodeRequest {
+            name: "gpu-0".into(),
+        })
+        .await
+        .expect("drain");
+    first
+        .terminate(Duration::from_secs(5))
+        .expect("comfyfleet serve exits within 5 s of SIGTERM");
+
+    let second = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    let health = |nodes: Vec<pb::Node>, name: &str| {
+        nodes
+            .into_iter()
+            .find(|node| node.name == name)
+            .map(|node| node.health())
+    };
+    let nodes = second
+        .fleet()
+        .await
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .nodes;
+    assert_eq!(health(nodes, "gpu-0"), Some(pb::NodeHealth::Draining));
+    // Every job goes to the other node.
+    let mut jobs = second.jobs().await;
+    let mut accepted = Vec::new();
+    for _ in 0..4 {
+        accepted.push(
+            jobs.submit_job(pb::SubmitJobRequest {
+                workflow: sd15_workflow(2, fresh_seed()),
+                ..pb::SubmitJobRequest::default()
+            })
+            .await
+            .expect("submit")
+            .into_inner()
+            .job_id,
+        );
+    }
+    let done = wait_all_terminal(&mut jobs, &accepted, Duration::from_secs(60)).await;
+    for job in &done {
+        assert_eq!(job.state(), pb::JobState::Succeeded, "{job:?}");
+        assert_eq!(job.node, "gpu-1", "a drained node got job {}", job.id);
+    }
+    // Undrained, it stays so across the next restart.
+    second
+        .fleet()
+        .await
+        .undrain_node(pb::UndrainNodeRequest {
+            name: "gpu-0".into(),
+        })
+        .await
+        .expect("undrain");
+    second
+        .terminate(Duration::from_secs(5))
+        .expect("comfyfleet serve exits within 5 s of SIGTERM");
+    let third = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    let mut fleet = third.fleet().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = fleet
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .nodes;
+        if health(nodes, "gpu-0") == Some(pb::NodeHealth::Up) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gpu-0 never came back up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(third);
 }

@@ -231,6 +231,22 @@ impl Coordinator {
             discovery::start(&config.discovery.sources, &discovery_deps, &shutdown_rx).await,
         );
 
+        // Nodes an operator drained stay drained, before any job is placed: the configured
+        // ones and those the first discovery round found.
+        // NOTE: a drained node that discovery finds only later in the run is not drained
+        // again, and the record of a node that left the fleet is kept until it is undrained.
+        for name in store.drained_nodes().await? {
+            if let Some(node) = fleet.get(&name) {
+                let health = {
+                    let mut status = node.status();
+                    status.draining = true;
+                    status.operator_health()
+                };
+                metrics.set_node_health(&name, health.as_str());
+                info!(node = %name, "kept drained from the previous run");
+            }
+        }
+
         // Jobs left unfinished by an earlier run come back before anything new is accepted.
         // NOTE: every unfinished job is loaded with its workflow bytes at once, so a restart
         // with a very deep queue peaks at the size of all those workflows before the manager
@@ -275,7 +291,12 @@ impl Coordinator {
             metrics.clone(),
             limits,
         );
-        let fleet_api = FleetApi::new(fleet.clone(), manager.clone(), metrics.clone());
+        let fleet_api = FleetApi::new(
+            fleet.clone(),
+            manager.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<JobServiceServer<JobApi>>()

@@ -432,7 +432,8 @@ async fn every_open_is_a_new_run_and_a_first_version_journal_keeps_its_jobs() {
     // numbered (it numbered every job's events from 1, below 2^32).
     let conn = rusqlite::Connection::open(&path).expect("open raw");
     conn.execute_batch(
-        "DROP TABLE meta; ALTER TABLE jobs DROP COLUMN extras; PRAGMA user_version = 1;",
+        "DROP TABLE meta; ALTER TABLE jobs DROP COLUMN extras; DROP TABLE drained_nodes; \
+         PRAGMA user_version = 1;",
     )
     .expect("downgrade");
     drop(conn);

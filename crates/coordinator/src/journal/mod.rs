@@ -14,7 +14,7 @@ mod schema;
 mod sqlite;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -62,6 +62,13 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Returns the number of stored jobs in each state (every state present, 0 if none).
     fn count_by_state(&self) -> StoreFuture<'_, BTreeMap<JobState, u64>>;
+
+    /// Records that an operator drained (`true`) or undrained the node `name`; resolves once
+    /// durable, so a restart keeps the node as the operator left it.
+    fn set_drained(&self, name: String, drained: bool) -> StoreFuture<'_, ()>;
+
+    /// Returns the names of the nodes an operator drained and did not undrain.
+    fn drained_nodes(&self) -> StoreFuture<'_, BTreeSet<String>>;
 }
 
 /// The outcome of [`JobStore::insert`].

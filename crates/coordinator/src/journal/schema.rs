@@ -56,6 +56,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN extras TEXT;
     "#,
+    // Version 4: nodes an operator drained, so a restart keeps them drained.
+    r#"
+    CREATE TABLE drained_nodes (name TEXT PRIMARY KEY) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

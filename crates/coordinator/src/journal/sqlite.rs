@@ -10,7 +10,7 @@
 //! cannot be lost, so every commit is fsynced. Group commit shares that fsync among all the
 //! operations of a batch, which keeps throughput high under load.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -240,6 +240,27 @@ impl JobStore for SqliteStore {
             }
             Ok(total)
         })
+    }
+
+    fn set_drained(&self, name: String, drained: bool) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |reply| WriteOp::SetDrained {
+            name,
+            drained,
+            reply,
+        }))
+    }
+
+    fn drained_nodes(&self) -> StoreFuture<'_, BTreeSet<String>> {
+        Box::pin(self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM drained_nodes")
+                .map_err(JournalError::sqlite("prepare drained nodes"))?;
+            let rows = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(JournalError::sqlite("read drained nodes"))?;
+            rows.collect::<Result<BTreeSet<_>, _>>()
+                .map_err(JournalError::sqlite("read drained nodes"))
+        }))
     }
 
     fn count_by_state(&self) -> StoreFuture<'_, BTreeMap<JobState, u64>> {

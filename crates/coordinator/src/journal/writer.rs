@@ -40,6 +40,11 @@ pub(crate) enum WriteOp {
         finished_before_ns: i64,
         reply: oneshot::Sender<Result<u64, JournalError>>,
     },
+    SetDrained {
+        name: String,
+        drained: bool,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
 }
 
 /// An operation's outcome held until the batch commits.
@@ -55,6 +60,10 @@ enum Pending {
     Purge(
         oneshot::Sender<Result<u64, JournalError>>,
         Result<u64, JournalError>,
+    ),
+    Drained(
+        oneshot::Sender<Result<(), JournalError>>,
+        Result<(), JournalError>,
     ),
 }
 
@@ -103,6 +112,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                 Pending::Insert(reply, _) => reply.send(Err(err())).map_err(drop),
                 Pending::Record(reply, _) => reply.send(Err(err())).map_err(drop),
                 Pending::Purge(reply, _) => reply.send(Err(err())).map_err(drop),
+                Pending::Drained(reply, _) => reply.send(Err(err())).map_err(drop),
             };
         }
         return;
@@ -128,6 +138,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
             Pending::Insert(reply, result) => reply.send(result).map_err(drop),
             Pending::Record(reply, result) => reply.send(result).map_err(drop),
             Pending::Purge(reply, result) => reply.send(result).map_err(drop),
+            Pending::Drained(reply, result) => reply.send(result).map_err(drop),
         };
     }
 }
@@ -179,6 +190,24 @@ fn apply_in_savepoint(tx: &Transaction<'_>, op: WriteOp) -> Pending {
             let result = purge_chunk(tx, finished_before_ns);
             finish(result.is_ok());
             Pending::Purge(reply, result)
+        }
+        WriteOp::SetDrained {
+            name,
+            drained,
+            reply,
+        } => {
+            let sql = if drained {
+                "INSERT OR IGNORE INTO drained_nodes (name) VALUES (?1)"
+            } else {
+                "DELETE FROM drained_nodes WHERE name = ?1"
+            };
+            let result = tx
+                .prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute([&name]))
+                .map(drop)
+                .map_err(JournalError::sqlite("record a drain"));
+            finish(result.is_ok());
+            Pending::Drained(reply, result)
         }
     }
 }
@@ -262,5 +291,6 @@ fn fail_op(op: WriteOp, message: &str) {
         WriteOp::Insert { reply, .. } => reply.send(Err(err())).map_err(drop),
         WriteOp::Record { reply, .. } => reply.send(Err(err())).map_err(drop),
         WriteOp::PurgeChunk { reply, .. } => reply.send(Err(err())).map_err(drop),
+        WriteOp::SetDrained { reply, .. } => reply.send(Err(err())).map_err(drop),
     };
 }

@@ -205,6 +205,12 @@ mod tests {
         fn count_by_state(&self) -> StoreFuture<'_, BTreeMap<JobState, u64>> {
             self.inner.count_by_state()
         }
+        fn set_drained(&self, name: String, drained: bool) -> StoreFuture<'_, ()> {
+            self.inner.set_drained(name, drained)
+        }
+        fn drained_nodes(&self) -> StoreFuture<'_, std::collections::BTreeSet<String>> {
+            self.inner.drained_nodes()
+        }
     }
 
     fn write(change: StateChange) -> Write {

@@ -7,6 +7,7 @@ use fleet_proto::v1::fleet_service_server::FleetService;
 use tonic::{Request, Response, Status};
 
 use crate::fleet::{Fleet, Node, NodeHealth};
+use crate::journal::JobStore;
 use crate::manager::ManagerHandle;
 use crate::metrics::Metrics;
 
@@ -15,32 +16,44 @@ use crate::metrics::Metrics;
 pub struct FleetApi {
     fleet: Arc<Fleet>,
     manager: ManagerHandle,
+    store: Arc<dyn JobStore>,
     metrics: Metrics,
 }
 
 impl FleetApi {
-    /// Creates the service.
-    pub fn new(fleet: Arc<Fleet>, manager: ManagerHandle, metrics: Metrics) -> Self {
+    /// Creates the service; drains are recorded in `store` so they outlive a restart.
+    pub fn new(
+        fleet: Arc<Fleet>,
+        manager: ManagerHandle,
+        store: Arc<dyn JobStore>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             fleet,
             manager,
+            store,
             metrics,
         }
     }
 
-    fn set_draining(&self, name: &str, draining: bool) -> Result<pb::Node, Status> {
+    async fn set_draining(&self, name: &str, draining: bool) -> Result<pb::Node, Status> {
         let node = self.fleet.get(name).ok_or_else(|| {
             Status::not_found(format!("node {:?} is not in the fleet", super::echo(name)))
         })?;
+        if !draining && node.status().leaving {
+            // Its address is gone from discovery: jobs sent there now would be lost when it
+            // leaves, so it stays drained until it leaves or reappears.
+            return Err(Status::failed_precondition(format!(
+                "node {name}: its address left discovery; it cannot be undrained"
+            )));
+        }
+        // Durable first: an answered drain holds across a restart.
+        self.store
+            .set_drained(name.to_owned(), draining)
+            .await
+            .map_err(super::status_of)?;
         let health = {
             let mut status = node.status();
-            if status.leaving && !draining {
-                // Its address is gone from discovery: jobs sent there now would be lost
-                // when it leaves, so it stays drained until it leaves or reappears.
-                return Err(Status::failed_precondition(format!(
-                    "node {name}: its address left discovery; it cannot be undrained"
-                )));
-            }
             status.draining = draining;
             status.operator_health()
         };
@@ -117,6 +130,7 @@ impl FleetService for FleetApi {
         let started = std::time::Instant::now();
         let result = self
             .set_draining(&request.into_inner().name, true)
+            .await
             .map(|node| pb::DrainNodeResponse { node: Some(node) });
         super::observe(&self.metrics, "DrainNode", started, &result);
         result.map(Response::new)
@@ -129,6 +143,7 @@ impl FleetService for FleetApi {
         let started = std::time::Instant::now();
         let result = self
             .set_draining(&request.into_inner().name, false)
+            .await
             .map(|node| pb::UndrainNodeResponse { node: Some(node) });
         super::observe(&self.metrics, "UndrainNode", started, &result);
         result.map(Response::new)
