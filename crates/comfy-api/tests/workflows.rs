@@ -213,8 +213,14 @@ fn bad_json_says_where_and_that_it_looks_like_python() {
 
 #[test]
 fn structural_errors_name_the_nodes() {
-    let cases: [(&[u8], &str); 8] = [
+    let cases: [(&[u8], &str); 11] = [
         (b"[]", "json object"),
+        (br#"{"7": {"class_type": "", "inputs": {}}}"#, "node 7: `class_type` is empty"),
+        (br#"{"7": {"class_type": " ", "inputs": {}}}"#, "node 7: `class_type` is empty"),
+        (
+            b"\xEF\xBB\xBF{\"7\": {\"class_type\": \"X\", \"inputs\": {}}}",
+            "line 1 column 1: the text starts with a utf-8 byte order mark (bom)",
+        ),
         (b"{}", "no nodes"),
         (br#"{"7": 3}"#, "node 7"),
         (br#"{"7": {"inputs": {}}}"#, "node 7: missing or non-string `class_type`"),

@@ -36,6 +36,17 @@ impl fmt::Display for Envelope {
 
 /// Checks the bytes are UTF-8 (JSON text must be), reporting the position otherwise.
 pub(super) fn as_text(bytes: &[u8]) -> Result<&str, WorkflowError> {
+    // JSON text has no byte order mark, and the parser's own message ("expected value" at
+    // 1:1) does not say that one is what it found; some Windows editors add it on save.
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(WorkflowError::InvalidJson {
+            line: 1,
+            column: 1,
+            message: "the text starts with a utf-8 byte order mark (bom); save it without one"
+                .into(),
+            python_dict: false,
+        });
+    }
     std::str::from_utf8(bytes).map_err(|e| {
         let before = &bytes[..e.valid_up_to()];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;

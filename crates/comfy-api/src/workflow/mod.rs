@@ -73,6 +73,12 @@ pub enum WorkflowError {
         /// Node id.
         node_id: String,
     },
+    /// A node's `class_type` is empty or only white space: it names no class.
+    #[error("node {node_id}: `class_type` is empty")]
+    EmptyClassType {
+        /// Node id.
+        node_id: String,
+    },
     /// A node has no `inputs` object.
     #[error("node {node_id}: missing or non-object `inputs`")]
     MissingInputs {
@@ -334,6 +340,9 @@ fn check_node(node_id: String, node: Value) -> Result<WorkflowNode, WorkflowErro
     let Some(Value::String(class_type)) = obj.remove("class_type") else {
         return Err(WorkflowError::MissingClassType { node_id });
     };
+    if class_type.trim().is_empty() {
+        return Err(WorkflowError::EmptyClassType { node_id });
+    }
     let Some(Value::Object(inputs)) = obj.remove("inputs") else {
         return Err(WorkflowError::MissingInputs { node_id });
     };
