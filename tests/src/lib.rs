@@ -573,3 +573,35 @@ pub async fn node_history(sim: &SimNode, prompt_id: &str) -> Option<serde_json::
     let all: serde_json::Value = serde_json::from_slice(&body).expect("history is JSON");
     all.get(prompt_id).cloned()
 }
+
+/// Watches `job_id` from its first event until its first progress event, and returns the
+/// events read (that one included); the stream is dropped there, as a watcher that
+/// disconnects mid-job would.
+///
+/// # Panics
+/// When the watch is refused or the stream breaks.
+pub async fn read_until_progress(
+    jobs: &mut JobServiceClient<Channel>,
+    job_id: &str,
+) -> Vec<pb::JobEvent> {
+    let mut stream = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.to_owned(),
+            after_sequence: 0,
+            include_previews: false,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(message) = stream.message().await.expect("stream") {
+        if let Some(pb::watch_job_response::Item::Event(event)) = message.item {
+            let is_progress = matches!(event.kind, Some(pb::job_event::Kind::Progress(_)));
+            seen.push(event);
+            if is_progress {
+                break;
+            }
+        }
+    }
+    seen
+}

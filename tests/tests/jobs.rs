@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use comfyfleet_tests::{
     JOB_TIMEOUT, TestFleet, Watched, fresh_seed, http_get, is_terminal, node_history,
-    sd15_workflow, sim_config, v1 as pb, wait_until,
+    read_until_progress, sd15_workflow, sim_config, v1 as pb, wait_until,
 };
 
 /// Checks the contract of one finished job's event log; returns the node it succeeded on.
@@ -228,27 +228,7 @@ async fn late_and_resuming_watchers_miss_nothing() {
         .submit(&sd15_workflow(60, fresh_seed()))
         .await
         .expect("submit");
-    let mut stream = fleet
-        .jobs()
-        .watch_job(pb::WatchJobRequest {
-            job_id: id.clone(),
-            after_sequence: 0,
-            include_previews: false,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut seen = Vec::new();
-    while let Some(message) = stream.message().await.expect("stream") {
-        if let Some(pb::watch_job_response::Item::Event(event)) = message.item {
-            let is_progress = matches!(event.kind, Some(pb::job_event::Kind::Progress(_)));
-            seen.push(event);
-            if is_progress {
-                break;
-            }
-        }
-    }
-    drop(stream);
+    let seen = read_until_progress(&mut fleet.jobs(), &id).await;
     let last = seen.last().expect("some events").sequence;
     let rest = fleet.watch_after(&id, last).await;
     assert_eq!(
@@ -287,15 +267,7 @@ async fn a_prompt_body_submitted_whole_brings_its_extra_data_to_the_node() {
         .submit(&serde_json::to_vec(&body).expect("JSON"))
         .await
         .expect("a /prompt body is accepted as the workflow");
-    let watched = fleet.watch_to_end(&id).await;
-    assert!(
-        matches!(watched.terminal(), Some(pb::job_event::Kind::Succeeded(_))),
-        "{:?}",
-        watched.kinds()
-    );
-    let item = node_history(fleet.sim("gpu-0"), &dispatched_prompt(&watched))
-        .await
-        .expect("the node ran the prompt");
+    let item = queued_on_node(&fleet, &id).await;
     assert_eq!(item["prompt"][3]["extra_pnginfo"], pnginfo);
 
     // The request's own field does the same for a bare graph.
@@ -308,15 +280,7 @@ async fn a_prompt_body_submitted_whole_brings_its_extra_data_to_the_node() {
         })
         .await
         .expect("submit");
-    let watched = fleet.watch_to_end(&id).await;
-    assert!(
-        matches!(watched.terminal(), Some(pb::job_event::Kind::Succeeded(_))),
-        "{:?}",
-        watched.kinds()
-    );
-    let item = node_history(fleet.sim("gpu-0"), &dispatched_prompt(&watched))
-        .await
-        .expect("the node ran the prompt");
+    let item = queued_on_node(&fleet, &id).await;
     assert_eq!(
         item["prompt"][3]["extra_pnginfo"],
         serde_json::json!({"tag": 7})
@@ -341,6 +305,20 @@ async fn a_prompt_body_submitted_whole_brings_its_extra_data_to_the_node() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("extra_data"), "{status:?}");
     fleet.shutdown().await;
+}
+
+/// Watches a job to its success on the one node `gpu-0` and returns that node's `/history`
+/// entry for it, which holds what the node was sent.
+async fn queued_on_node(fleet: &TestFleet, id: &str) -> serde_json::Value {
+    let watched = fleet.watch_to_end(id).await;
+    assert!(
+        matches!(watched.terminal(), Some(pb::job_event::Kind::Succeeded(_))),
+        "{:?}",
+        watched.kinds()
+    );
+    node_history(fleet.sim("gpu-0"), &dispatched_prompt(&watched))
+        .await
+        .expect("the node ran the prompt")
 }
 
 /// The prompt id of a watched job's last dispatch.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use comfy_sim::SimNode;
 use comfyfleet_tests::process::{CoordinatorProcess, comfyfleet_binary};
-use comfyfleet_tests::{fresh_seed, sd15_workflow, sim_config, v1 as pb};
+use comfyfleet_tests::{fresh_seed, read_until_progress, sd15_workflow, sim_config, v1 as pb};
 use fleet_proto::v1::job_service_client::JobServiceClient;
 use tonic::transport::Channel;
 
@@ -258,26 +258,11 @@ async fn a_watcher_resuming_across_a_restart_gets_a_gap_and_never_an_old_number(
         .expect("submit")
         .into_inner()
         .job_id;
-    let mut stream = jobs
-        .watch_job(pb::WatchJobRequest {
-            job_id: id.clone(),
-            after_sequence: 0,
-            include_previews: false,
-        })
+    let before: Vec<u64> = read_until_progress(&mut jobs, &id)
         .await
-        .expect("watch")
-        .into_inner();
-    let mut before = Vec::new();
-    while let Some(message) = stream.message().await.expect("stream") {
-        if let Some(pb::watch_job_response::Item::Event(event)) = message.item {
-            let progress = matches!(event.kind, Some(pb::job_event::Kind::Progress(_)));
-            before.push(event.sequence);
-            if progress {
-                break;
-            }
-        }
-    }
-    drop(stream);
+        .iter()
+        .map(|event| event.sequence)
+        .collect();
     let last_read = *before.last().expect("events before the restart");
     first
         .terminate(Duration::from_secs(5))

@@ -78,15 +78,16 @@ pub struct Round<'s> {
     /// Per node, the checkpoints expected in VRAM with their estimated sizes, least recently
     /// used first, counting this round's assignments.
     resident: Vec<ResidentSet<&'s str>>,
-    /// Speed assumed for a node not measured yet: see [`Round::speed`].
-    unmeasured_speed: f64,
+    /// Speed assumed for a node not measured yet (see [`Round::speed`]), worked out on first
+    /// use: only expected-finish asks, and most rounds of a large fleet need no guess.
+    unmeasured_speed: std::cell::OnceCell<f64>,
 }
 
 impl<'s> Round<'s> {
     pub(crate) fn new(snapshot: &'s Snapshot) -> Self {
         let nodes = snapshot.nodes();
         Self {
-            unmeasured_speed: unmeasured_speed(nodes),
+            unmeasured_speed: std::cell::OnceCell::new(),
             nodes,
             free: nodes
                 .iter()
@@ -113,7 +114,11 @@ impl<'s> Round<'s> {
     /// fast would have jobs wait for it. Either way the guess is short-lived: a node not
     /// measured takes one job at a time, and its first finished job replaces the guess.
     pub fn speed(&self, index: usize) -> f64 {
-        learnt_speed(&self.nodes[index]).unwrap_or(self.unmeasured_speed)
+        learnt_speed(&self.nodes[index]).unwrap_or_else(|| {
+            *self
+                .unmeasured_speed
+                .get_or_init(|| unmeasured_speed(self.nodes))
+        })
     }
 
     /// Returns the node's load counting this round's assignments: running + pending + in

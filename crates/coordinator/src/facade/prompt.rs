@@ -521,7 +521,8 @@ pub(crate) async fn post_free(State(facade): State<Arc<Facade>>, body: Bytes) ->
     empty_ok()
 }
 
-/// Whether Python would take `value`, decoded from JSON, as true.
+/// Whether Python would take `value`, decoded from JSON, as true. The emulator has its own
+/// copy: the coordinator does not depend on it outside tests.
 fn python_truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
