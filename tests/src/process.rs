@@ -74,8 +74,22 @@ impl CoordinatorProcess {
         sims: &[SimNode],
         extra: &[(&str, &str)],
     ) -> Self {
-        let grpc_addr = free_port();
-        let http_addr = free_port();
+        Self::start_at(binary, data_dir, sims, extra, free_port(), free_port()).await
+    }
+
+    /// Like [`CoordinatorProcess::start`], listening on the given addresses: a restart that
+    /// clients must find where they left it.
+    ///
+    /// # Panics
+    /// When it does not start within ten seconds.
+    pub async fn start_at(
+        binary: &Path,
+        data_dir: &Path,
+        sims: &[SimNode],
+        extra: &[(&str, &str)],
+        grpc_addr: SocketAddr,
+        http_addr: SocketAddr,
+    ) -> Self {
         let nodes = sims
             .iter()
             .map(|sim| format!("{}={}", sim.name(), sim.url()))

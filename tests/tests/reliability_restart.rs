@@ -337,6 +337,114 @@ async fn a_watcher_resuming_across_a_restart_gets_a_gap_and_never_an_old_number(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_restart() {
+    let binary = comfyfleet_binary();
+    let sims = start_sims(1, 0.5).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let first = CoordinatorProcess::start(&binary, data.path(), &sims, &[]).await;
+    let (grpc_addr, http_addr) = (first.grpc_addr, first.http_addr);
+    let mut jobs = first.jobs().await;
+    // Long enough to still be on the node across the restart.
+    let id = jobs
+        .submit_job(pb::SubmitJobRequest {
+            workflow: sd15_workflow(150, fresh_seed()),
+            ..pb::SubmitJobRequest::default()
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job_id;
+    let cli_out = data.path().join("watch.out");
+    let mut cli = std::process::Command::new(&binary)
+        .args(["watch", &id, "--json", "--addr"])
+        .arg(format!("http://{grpc_addr}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&cli_out).expect("create the CLI's output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn comfyfleet watch");
+    read_until_progress(&mut jobs, &id).await;
+    // A raw watch, read to its end on another task so that its frames keep flowing.
+    let mut stream = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            after_sequence: 0,
+            include_previews: false,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let ended = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(5)))
+        .await
+        .expect("join")
+        .expect("comfyfleet serve exits within 5 s of SIGTERM");
+    let status = ended
+        .await
+        .expect("join")
+        .expect("the watch ends with a status, not a clean end, while the job runs");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("after_sequence"),
+        "the status says how to resume: {status:?}"
+    );
+    assert!(
+        std::error::Error::source(&status).is_none(),
+        "sent by the coordinator, not a broken connection: {status:?}"
+    );
+
+    // The command line keeps trying until the coordinator is back on its address.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cli.try_wait().expect("poll the CLI").is_none(),
+        "comfyfleet watch gave up while the coordinator was away"
+    );
+    let second =
+        CoordinatorProcess::start_at(&binary, data.path(), &sims, &[], grpc_addr, http_addr).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = cli.try_wait().expect("poll the CLI") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "comfyfleet watch did not end within a minute of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = std::fs::read_to_string(&cli_out).expect("the CLI's output");
+    assert_eq!(exit.code(), Some(0), "{out}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert!(
+        lines.iter().any(|line| line.get("gap").is_some()),
+        "the events of the restart are reported missing: {out}"
+    );
+    assert_eq!(
+        lines.iter().filter(|line| line.get("snapshot").is_some()).count(),
+        3,
+        "the first snapshot, the resumed stream's, and the one after the gap: {out}"
+    );
+    assert_eq!(
+        lines.last().and_then(|line| line["type"].as_str()),
+        Some("succeeded"),
+        "{out}"
+    );
+    let job = get(&mut second.jobs().await, &id).await;
+    assert_eq!(job.attempt, 1, "the prompt was reattached, not run again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_stays_drained_across_a_restart_until_undrained() {
     let binary = comfyfleet_binary();
     let sims = start_sims(2, 0.0).await;

@@ -6,24 +6,35 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fleet_proto::v1::{
     CancelJobRequest, DrainNodeRequest, FailureClass, FetchOutputRequest, GetJobRequest, Job,
     JobState, ListJobsRequest, ListNodesRequest, Node, NodeHealth, Output, SubmitJobRequest,
-    SubmitJobResponse, UndrainNodeRequest, WatchJobRequest, fetch_output_request::Selector,
-    fetch_output_response::Item as FetchItem, fleet_service_client::FleetServiceClient,
-    job_event::Kind, job_service_client::JobServiceClient, watch_job_response::Item,
+    SubmitJobResponse, UndrainNodeRequest, WatchJobRequest, WatchJobResponse,
+    fetch_output_request::Selector, fetch_output_response::Item as FetchItem,
+    fleet_service_client::FleetServiceClient, job_event::Kind,
+    job_service_client::JobServiceClient, watch_job_response::Item,
 };
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use crate::exit;
 use crate::render::{Mode, Renderer, age, class_name, job_json, queue_text, state_name};
 
 /// How often a waiting job's queue position is refreshed.
-const QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+const QUEUE_POLL: Duration = Duration::from_secs(1);
+
+/// How long a broken-off watch is retried without a new event before the command gives up:
+/// long enough for a coordinator to restart, or for Kubernetes to move it.
+const RESUME_FOR: Duration = Duration::from_secs(120);
+/// The first wait before resuming a watch; it doubles up to [`RESUME_MAX_DELAY`].
+const RESUME_FIRST_DELAY: Duration = Duration::from_millis(250);
+/// The longest wait between attempts to resume a watch.
+const RESUME_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Options shared by the commands that follow a job to its end.
 pub struct FollowOptions {
@@ -163,15 +174,15 @@ pub async fn follow_job(
     {
         renderer.submitted(&answer.job_id, answer.queue_position, answer.replayed);
     }
-    let request = WatchJobRequest {
-        job_id: job_id.to_owned(),
-        after_sequence: 0,
-        include_previews: follow.previews_dir.is_some(),
-    };
-    let mut stream = match jobs.watch_job(request).await {
-        Ok(stream) => stream.into_inner(),
+    let include_previews = follow.previews_dir.is_some();
+    let mut stream = match open_watch(&mut jobs, job_id, 0, include_previews).await {
+        Ok(stream) => stream,
         Err(status) => return Ok(report_status(&status, follow.mode)),
     };
+    // The last event sequence read, to resume from if the stream breaks off, and since when
+    // the watch has been lost without a new event.
+    let mut last_sequence = 0u64;
+    let mut lost_since: Option<Instant> = None;
     let mut outcome: Option<u8> = None;
     let mut outputs: Vec<Output> = Vec::new();
     let mut num_previews = 0u32;
@@ -196,14 +207,49 @@ pub async fn follow_job(
                 continue;
             }
         };
-        let message = match message {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
+        let lost = match message {
+            Ok(Some(message)) => Ok(message),
+            // The job's end was read: the stream ends with it, and a break after it changes
+            // nothing.
+            Ok(None) | Err(_) if outcome.is_some() => break,
+            Ok(None) => Err(tonic::Status::unavailable(
+                "the watch stream ended before the job did",
+            )),
+            Err(status) if connection_lost(&status) => Err(status),
             Err(status) => {
                 renderer.finish();
                 return Ok(report_status(&status, follow.mode));
             }
         };
+        let message = match lost {
+            Ok(message) => message,
+            Err(lost) => {
+                let resume = Resume {
+                    job_id,
+                    after_sequence: last_sequence,
+                    include_previews,
+                    mode: follow.mode,
+                };
+                stream = match resume
+                    .watch(&mut jobs, &mut renderer, lost, &mut lost_since)
+                    .await
+                {
+                    Ok(stream) => stream,
+                    Err(code) => return Ok(code),
+                };
+                continue;
+            }
+        };
+        match &message.item {
+            Some(Item::Event(event)) if event.sequence > last_sequence => {
+                last_sequence = event.sequence;
+                lost_since = None;
+            }
+            Some(Item::Gap(gap)) if gap.to_sequence > last_sequence => {
+                last_sequence = gap.to_sequence;
+            }
+            _ => {}
+        }
         match message.item {
             Some(Item::Snapshot(job)) => {
                 renderer.snapshot(&job);
@@ -280,6 +326,93 @@ pub async fn follow_job(
     }
     renderer.finish();
     Ok(code)
+}
+
+/// Opens a watch stream of `job_id` from after event `after_sequence`.
+async fn open_watch(
+    jobs: &mut JobServiceClient<Channel>,
+    job_id: &str,
+    after_sequence: u64,
+    include_previews: bool,
+) -> Result<Streaming<WatchJobResponse>, tonic::Status> {
+    let request = WatchJobRequest {
+        job_id: job_id.to_owned(),
+        after_sequence,
+        include_previews,
+    };
+    Ok(jobs.watch_job(request).await?.into_inner())
+}
+
+/// Whether a watch broke off for a reason that resuming can get past: the coordinator is
+/// stopping or unreachable, or the connection failed under the stream.
+///
+/// A status the coordinator sent carries no source error; one made by this side's transport
+/// (a reset, an HTTP/2 error) does, whatever its code.
+fn connection_lost(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+            std::error::Error::source(status).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Where to resume a watch that broke off.
+struct Resume<'a> {
+    job_id: &'a str,
+    after_sequence: u64,
+    include_previews: bool,
+    mode: Mode,
+}
+
+impl Resume<'_> {
+    /// Opens the watch again after the events already read, retrying with backoff while the
+    /// coordinator stays unreachable, for at most [`RESUME_FOR`] since the last event. A
+    /// coordinator restarted in between numbers its events after the old ones, so the stream
+    /// goes on with a gap notice and a fresh snapshot. On giving up, reports the last error and
+    /// returns its exit code.
+    async fn watch(
+        &self,
+        jobs: &mut JobServiceClient<Channel>,
+        renderer: &mut Renderer,
+        lost: tonic::Status,
+        lost_since: &mut Option<Instant>,
+    ) -> Result<Streaming<WatchJobResponse>, u8> {
+        let since = *lost_since.get_or_insert_with(Instant::now);
+        renderer.finish();
+        renderer.notice(&format!(
+            "lost the watch of job {} ({}); resuming after event {}",
+            self.job_id,
+            lost.message(),
+            self.after_sequence
+        ));
+        let mut last_error = lost;
+        let mut delay = RESUME_FIRST_DELAY;
+        loop {
+            if since.elapsed() >= RESUME_FOR {
+                renderer.notice(&format!(
+                    "gave up resuming after {} s",
+                    RESUME_FOR.as_secs()
+                ));
+                return Err(report_status(&last_error, self.mode));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RESUME_MAX_DELAY);
+            match open_watch(
+                jobs,
+                self.job_id,
+                self.after_sequence,
+                self.include_previews,
+            )
+            .await
+            {
+                Ok(stream) => return Ok(stream),
+                Err(status) if connection_lost(&status) => last_error = status,
+                Err(status) => return Err(report_status(&status, self.mode)),
+            }
+        }
+    }
 }
 
 fn terminal_code(job: &Job) -> Option<u8> {

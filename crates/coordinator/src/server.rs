@@ -88,6 +88,8 @@ pub struct Coordinator {
     fleet: Arc<Fleet>,
     /// Dropping or firing it stops every task.
     shutdown_tx: watch::Sender<bool>,
+    /// The gRPC and HTTP servers, given [`SHUTDOWN_GRACE`] to answer what is in flight.
+    servers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -290,6 +292,7 @@ impl Coordinator {
             manager.clone(),
             metrics.clone(),
             limits,
+            shutdown_rx.clone(),
         );
         let fleet_api = FleetApi::new(
             fleet.clone(),
@@ -321,7 +324,8 @@ impl Coordinator {
             .serve_with_incoming_shutdown(accept_without_delay(grpc_listener), async move {
                 let _ = grpc_shutdown.changed().await;
             });
-        tasks.push(tokio::spawn(async move {
+        let mut servers = Vec::with_capacity(2);
+        servers.push(tokio::spawn(async move {
             if let Err(error) = grpc.await {
                 warn!(%error, "gRPC server stopped");
             }
@@ -352,7 +356,7 @@ impl Coordinator {
             usize::try_from(config.limits.max_http_body_bytes).unwrap_or(usize::MAX),
         ));
         let mut http_shutdown = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
+        servers.push(tokio::spawn(async move {
             let http_listener = http_listener.tap_io(|stream| {
                 let _ = stream.set_nodelay(true);
             });
@@ -377,6 +381,7 @@ impl Coordinator {
             metrics,
             fleet,
             shutdown_tx,
+            servers,
             tasks,
         })
     }
@@ -403,8 +408,28 @@ impl Coordinator {
 
     /// Stops accepting requests and stops every task. Jobs on nodes keep running there and
     /// are reattached by the next start (every state change is already in the journal).
+    ///
+    /// The servers first get up to [`SHUTDOWN_GRACE`] to finish the calls in flight: open
+    /// watch streams end with `UNAVAILABLE`, which tells a caller to resume from its last
+    /// sequence, rather than with a connection reset.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        let mut servers = self.servers;
+        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            for server in &mut servers {
+                let _ = server.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            warn!(
+                grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+                "calls still open at shutdown were cut off"
+            );
+        }
+        for server in servers {
+            server.abort();
+        }
         for task in self.tasks {
             task.abort();
             let _ = task.await;
@@ -412,6 +437,12 @@ impl Coordinator {
         info!("coordinator stopped");
     }
 }
+
+/// How long [`Coordinator::shutdown`] waits for the servers to finish the calls in flight.
+///
+/// Long enough for unary calls and the last frames of streams; short enough that Kubernetes'
+/// default 30-second termination grace is far away.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Accepted gRPC connections with Nagle's algorithm off.
 ///

@@ -9,7 +9,7 @@ use comfy_api::{FileRef, ViewRequest};
 use fleet_proto::v1 as pb;
 use fleet_proto::v1::job_service_server::JobService;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
@@ -68,6 +68,9 @@ pub struct JobApi {
     metrics: Metrics,
     limits: SubmitLimits,
     inventory: Arc<InventoryViews>,
+    /// Turns true when the coordinator stops; open watch streams then end with `UNAVAILABLE`
+    /// so that callers resume elsewhere (or after the restart) instead of seeing a reset.
+    stopping: watch::Receiver<bool>,
 }
 
 /// How long [`InventoryViews`] reuses node views whose inventory looks unchanged.
@@ -147,6 +150,13 @@ impl InventoryViews {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Resolves once `stopping` turns true; never, if its sender is gone without saying so.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl JobApi {
     /// Creates the service.
     pub fn new(
@@ -156,6 +166,7 @@ impl JobApi {
         manager: ManagerHandle,
         metrics: Metrics,
         limits: SubmitLimits,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
@@ -165,6 +176,7 @@ impl JobApi {
             metrics,
             limits,
             inventory: Arc::default(),
+            stopping,
         }
     }
 
@@ -532,7 +544,19 @@ impl JobService for JobApi {
                 return;
             }
             if let Some(mut watcher) = watcher {
-                while let Some(item) = watcher.next().await {
+                let mut stopping = api.stopping.clone();
+                loop {
+                    let item = tokio::select! {
+                        item = watcher.next() => item,
+                        () = stopped(&mut stopping) => {
+                            let _ = tx.send(Err(Status::unavailable(format!(
+                                "the coordinator is stopping: watch job {id} again, with \
+                                 after_sequence set to the last sequence read, to resume"
+                            )))).await;
+                            break;
+                        }
+                    };
+                    let Some(item) = item else { break };
                     let message = match item {
                         Ok(WatchItem::Event(event)) => send(pb::watch_job_response::Item::Event(
                             convert::event(event.sequence, event.at, &event.event),
