@@ -228,26 +228,23 @@ impl Coordinator {
                 .clone()
                 .unwrap_or_else(|| Arc::new(SystemResolver)),
         };
-        // The first discovery round is awaited before recovery (see `discovery::start`).
-        tasks.extend(
-            discovery::start(&config.discovery.sources, &discovery_deps, &shutdown_rx).await,
-        );
-
         // Nodes an operator drained stay drained, before any job is placed: the configured
-        // ones and those the first discovery round found.
-        // NOTE: a drained node that discovery finds only later in the run is not drained
-        // again, and the record of a node that left the fleet is kept until it is undrained.
+        // ones now, and any that discovery finds under a drained name start drained (see
+        // `Fleet::insert`).
+        // NOTE: the record of a drained node that left the fleet for good is kept until an
+        // operator undrains it, which needs it back in the fleet.
         for name in store.drained_nodes().await? {
-            if let Some(node) = fleet.get(&name) {
-                let health = {
-                    let mut status = node.status();
-                    status.draining = true;
-                    status.operator_health()
-                };
+            if let Some(node) = fleet.set_drained(&name, true) {
+                let health = node.status().operator_health();
                 metrics.set_node_health(&name, health.as_str());
                 info!(node = %name, "kept drained from the previous run");
             }
         }
+
+        // The first discovery round is awaited before recovery (see `discovery::start`).
+        tasks.extend(
+            discovery::start(&config.discovery.sources, &discovery_deps, &shutdown_rx).await,
+        );
 
         // Jobs left unfinished by an earlier run come back before anything new is accepted.
         // NOTE: every unfinished job is loaded with its workflow bytes at once, so a restart

@@ -351,6 +351,109 @@ async fn a_vanished_address_drains_its_node_which_leaves_after_its_job() {
     coordinator.shutdown().await;
 }
 
+/// Drains or undrains `name` the way an operator does, over gRPC.
+async fn operator_drain(coordinator: &Coordinator, name: &str, drain: bool) {
+    use fleet_proto::v1 as pb;
+    let mut fleet = pb::fleet_service_client::FleetServiceClient::connect(format!(
+        "http://{}",
+        coordinator.grpc_addr()
+    ))
+    .await
+    .expect("gRPC connects");
+    let name = name.to_owned();
+    if drain {
+        fleet
+            .drain_node(pb::DrainNodeRequest { name })
+            .await
+            .expect("drain");
+    } else {
+        fleet
+            .undrain_node(pb::UndrainNodeRequest { name })
+            .await
+            .expect("undrain");
+    }
+}
+
+fn operator_drained(coordinator: &Coordinator, name: &str) -> Option<bool> {
+    let node = coordinator.fleet().get(name)?;
+    let draining = node.status().draining;
+    Some(draining)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_drain_holds_for_a_found_node_that_leaves_returns_or_joins_after_a_restart() {
+    let sim = start_sim(0.0).await;
+    let port: u16 = sim
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let data = tempfile::tempdir().expect("temp dir");
+    let address: IpAddr = [127, 0, 0, 1].into();
+    let name = "comfyui-127-0-0-1";
+    let start = |resolver: Arc<ScriptedResolver>| {
+        Coordinator::start(
+            config_with_source(&data, "comfyui.gpu.svc.cluster.local", port),
+            StartOptions {
+                resolver: Some(resolver),
+                ..StartOptions::default()
+            },
+        )
+    };
+
+    let resolver = Arc::new(ScriptedResolver::default());
+    resolver.set(&[address]);
+    let coordinator = start(resolver.clone()).await.expect("coordinator starts");
+    wait_for("the found node is up", Duration::from_secs(10), || {
+        node_up_with_classes(&coordinator, name)
+    })
+    .await;
+    operator_drain(&coordinator, name, true).await;
+
+    // The address leaves the Service and comes back: a new node record, still drained.
+    resolver.set(&[]);
+    wait_for("the node leaves", Duration::from_secs(5), || {
+        coordinator.fleet().get(name).is_none()
+    })
+    .await;
+    resolver.set(&[address]);
+    wait_for("the address rejoins", Duration::from_secs(10), || {
+        node_up_with_classes(&coordinator, name)
+    })
+    .await;
+    assert_eq!(operator_drained(&coordinator, name), Some(true));
+    assert!(
+        metrics_text(&coordinator).await.contains(&format!(
+            "comfyfleet_node_health{{node=\"{name}\",state=\"draining\"}} 1"
+        )),
+        "{}",
+        metrics_text(&coordinator).await
+    );
+    coordinator.shutdown().await;
+
+    // Restarted while DNS has no answer yet: the node found later starts drained.
+    let resolver = Arc::new(ScriptedResolver::default());
+    let coordinator = start(resolver.clone()).await.expect("coordinator restarts");
+    assert_eq!(operator_drained(&coordinator, name), None, "not found yet");
+    resolver.set(&[address]);
+    wait_for("the node is found", Duration::from_secs(10), || {
+        node_up_with_classes(&coordinator, name)
+    })
+    .await;
+    assert_eq!(operator_drained(&coordinator, name), Some(true));
+    // A job waits rather than run there; undrained, the node runs it.
+    let client = facade(&coordinator);
+    let queued = submit(&client, 7).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let node = coordinator.fleet().get(name).expect("in the fleet");
+    assert_eq!(node.status().jobs_done, 0, "a drained node ran a job");
+    operator_drain(&coordinator, name, false).await;
+    wait_for_success(&client, &queued, Duration::from_secs(20)).await;
+    assert_eq!(operator_drained(&coordinator, name), Some(false));
+    coordinator.shutdown().await;
+}
+
 #[test]
 fn the_kubernetes_overlay_configuration_is_valid_and_discovers_the_statefulset() {
     let path = concat!(

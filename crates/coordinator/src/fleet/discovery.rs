@@ -329,7 +329,8 @@ fn add(source: &DnsSourceConfig, deps: &DiscoveryDeps, state: &mut SourceState, 
         shutdown_rx: stop_rx,
         ..deps.actor.clone()
     };
-    deps.actor.metrics.set_node_health(&name, "suspect");
+    let health = node.status().operator_health();
+    deps.actor.metrics.set_node_health(&name, health.as_str());
     let tasks = actor::spawn(node.clone(), context);
     info!(node = %name, %address, %url, "address found; node added to the fleet");
     state.members.insert(address, Member { node, stop, tasks });

@@ -254,6 +254,10 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct Fleet {
     members: RwLock<Arc<Members>>,
+    /// Names an operator drained, whether or not such a node is in the fleet now: a node
+    /// that joins (or, found in DNS, leaves and comes back) under a drained name starts
+    /// drained.
+    drained: Mutex<BTreeSet<String>>,
 }
 
 /// One immutable version of the member list.
@@ -311,7 +315,37 @@ impl Fleet {
     pub fn new(nodes: Vec<Arc<Node>>) -> Self {
         Self {
             members: RwLock::new(Arc::new(Members::from_nodes(nodes))),
+            drained: Mutex::default(),
         }
+    }
+
+    fn drained(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        // A set of names: every edit leaves it whole, so a poisoned lock is still sound.
+        self.drained
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records that an operator drained (`true`) or undrained the node `name` and applies it
+    /// to the node if it is in the fleet now, which is returned. The record outlives the
+    /// node: one that joins later under this name starts drained.
+    pub fn set_drained(&self, name: &str, drained: bool) -> Option<Arc<Node>> {
+        {
+            let mut names = self.drained();
+            if drained {
+                names.insert(name.to_owned());
+            } else {
+                names.remove(name);
+            }
+        }
+        let node = self.get(name)?;
+        node.status().draining = drained;
+        Some(node)
+    }
+
+    /// Whether an operator drained the node `name` (in the fleet or not).
+    pub fn is_drained(&self, name: &str) -> bool {
+        self.drained().contains(name)
     }
 
     fn current(&self) -> Arc<Members> {
@@ -347,6 +381,11 @@ impl Fleet {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if guard.by_name.contains_key(&node.spec.name) {
             return false;
+        }
+        // Under the members lock, so a drain recorded at the same time is not missed: it
+        // either sees the node in the list or is in the set read here.
+        if self.drained().contains(&node.spec.name) {
+            node.status().draining = true;
         }
         let mut nodes = guard.nodes.clone();
         nodes.push(node);

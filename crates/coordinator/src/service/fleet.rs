@@ -52,11 +52,8 @@ impl FleetApi {
             .set_drained(name.to_owned(), draining)
             .await
             .map_err(super::status_of)?;
-        let health = {
-            let mut status = node.status();
-            status.draining = draining;
-            status.operator_health()
-        };
+        let node = self.fleet.set_drained(name, draining).unwrap_or(node);
+        let health = node.status().operator_health();
         self.metrics.set_node_health(name, health.as_str());
         tracing::info!(node = name, draining, "drain changed by an operator");
         self.manager.wake();
