@@ -431,7 +431,10 @@ async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_
         "the events of the restart are reported missing: {out}"
     );
     assert_eq!(
-        lines.iter().filter(|line| line.get("snapshot").is_some()).count(),
+        lines
+            .iter()
+            .filter(|line| line.get("snapshot").is_some())
+            .count(),
         3,
         "the first snapshot, the resumed stream's, and the one after the gap: {out}"
     );

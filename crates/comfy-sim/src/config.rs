@@ -123,10 +123,27 @@ impl ModelFile {
 }
 
 /// Guesses (size bytes, load seconds) from a model file name.
+///
+/// Components are told apart first, since their names often carry the family they belong to
+/// (`wan_2.1_vae`, `hunyuan_video_vae_bf16`). A name that states a parameter count (`1.3B`,
+/// `_14b_`, `qwen_3_4b`) is sized from it and its precision, as the file on disk would be;
+/// other names fall back to the usual size of their family.
 fn family_of(name: &str) -> (u64, f64) {
     const GB: f64 = 1_073_741_824.0;
     let n = name.to_ascii_lowercase();
-    let (gb, secs) = if n.contains("flux") {
+    let (gb, secs) = if n.contains("vae") || n.contains("taesd") || n.contains("lora") {
+        (0.3, 0.5)
+    } else if n.contains("t5") {
+        // T5-XXL and UMT5-XXL encoders: about 4.7 billion parameters.
+        if n.contains("fp8") {
+            (5.0, 5.0)
+        } else {
+            (9.0, 8.0)
+        }
+    } else if let Some(billions) = parameter_count(&n) {
+        let gb = billions * bytes_per_parameter(&n) * 1e9 / GB;
+        (gb, (gb * 1.2).max(1.0))
+    } else if n.contains("flux") {
         if n.contains("fp8") {
             (12.0, 12.0)
         } else {
@@ -139,10 +156,6 @@ fn family_of(name: &str) -> (u64, f64) {
         (5.0, 5.0)
     } else if n.contains("xl") {
         (6.5, 6.0)
-    } else if n.contains("lora") || n.contains("vae") || n.contains("taesd") {
-        (0.3, 0.5)
-    } else if n.contains("t5") || n.contains("umt5") {
-        (9.0, 8.0)
     } else if n.contains("clip") {
         (0.5, 1.0)
     } else if n.contains("control") || n.contains("upscale") || n.contains("esrgan") {
@@ -151,6 +164,42 @@ fn family_of(name: &str) -> (u64, f64) {
         (2.0, 3.0)
     };
     ((gb * GB) as u64, secs)
+}
+
+/// The parameter count a model name states, in billions: `1.3b` in `wan2.1_t2v_1.3b_bf16`.
+/// The number must stand alone between separators, so `laion2b` or `s32b` do not count.
+fn parameter_count(lower: &str) -> Option<f64> {
+    let stem = MODEL_EXTENSIONS
+        .iter()
+        .find_map(|extension| lower.strip_suffix(extension))
+        .unwrap_or(lower);
+    stem.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .filter_map(|word| word.strip_suffix('b'))
+        .filter(|number| number.starts_with(|c: char| c.is_ascii_digit()))
+        .find_map(|number| number.parse::<f64>().ok())
+        .filter(|billions| (0.1..=1000.0).contains(billions))
+}
+
+/// File name endings of model weights, dropped before reading a parameter count.
+const MODEL_EXTENSIONS: &[&str] = &[
+    ".safetensors",
+    ".ckpt",
+    ".pth",
+    ".pt",
+    ".bin",
+    ".gguf",
+    ".sft",
+];
+
+/// Bytes per weight by the precision a model name states; 16-bit when it states none.
+fn bytes_per_parameter(lower: &str) -> f64 {
+    if lower.contains("fp8") || lower.contains("int8") || lower.contains("q8") {
+        1.0
+    } else if lower.contains("fp32") {
+        4.0
+    } else {
+        2.0
+    }
 }
 
 /// Model files per folder (`checkpoints`, `loras`, ...).
@@ -448,5 +497,30 @@ mod tests {
     fn family_guesses_sizes() {
         assert!(ModelFile::named("flux1-dev.safetensors").size_bytes() > 16_000_000_000);
         assert!(ModelFile::named("v1-5-pruned.safetensors").size_bytes() < 3_000_000_000);
+    }
+
+    #[test]
+    fn stated_parameter_counts_and_components_size_video_models_like_their_files() {
+        let gb = |name: &str| ModelFile::named(name).size_bytes() as f64 / 1e9;
+        // Wan 2.1 1.3B in bf16 is a 2.8 GB file; its VAE is a quarter of a gigabyte.
+        let wan = gb("wan2.1_t2v_1.3B_bf16.safetensors");
+        assert!((2.4..3.0).contains(&wan), "{wan}");
+        assert!(gb("wan_2.1_vae.safetensors") < 1.0);
+        assert!(gb("hunyuan_video_vae_bf16.safetensors") < 1.0);
+        let umt5 = gb("umt5_xxl_fp8_e4m3fn_scaled.safetensors");
+        assert!((5.0..7.0).contains(&umt5), "{umt5}");
+        // The whole Wan 1.3B workflow fits a 24 GiB card with room to sample.
+        assert!(wan + umt5 + gb("wan_2.1_vae.safetensors") < 12.0);
+        // 14 billion parameters in 8 bits, and a 4B text encoder in bf16.
+        let big = gb("wan2.1_t2v_14B_fp8_e4m3fn.safetensors");
+        assert!((13.5..14.5).contains(&big), "{big}");
+        let qwen = gb("qwen_3_4b.safetensors");
+        assert!((7.5..8.5).contains(&qwen), "{qwen}");
+        // Counts glued to other letters are not parameter counts.
+        assert_eq!(
+            parameter_count("clip-vit-h-14-laion2b-s32b-b79k.safetensors"),
+            None
+        );
+        assert_eq!(parameter_count("sd_xl_base_1.0.safetensors"), None);
     }
 }

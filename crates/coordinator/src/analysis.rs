@@ -265,10 +265,40 @@ pub fn estimate_vram(analysis: &WorkflowAnalysis) -> u64 {
                 } else {
                     0
                 };
+            // A name that states its parameter count (`wan2.1_t2v_1.3B_bf16`) says more than
+            // its family; it may only lower the family's figure, so a stated count never
+            // turns away a node the family guess lets through (ComfyUI also offloads weights
+            // that do not fit).
+            let guess = stated_weight_bytes(&lower).map_or(guess, |stated| guess.min(stated));
             need = need.max(guess);
         }
     }
     need
+}
+
+/// The bytes of weights a lower-case model file name states: its parameter count (`1.3b`,
+/// standing alone between separators, so `laion2b` does not count) times the bytes of its
+/// precision (`fp8` 1, `fp32` 4, otherwise 2).
+fn stated_weight_bytes(lower: &str) -> Option<u64> {
+    let stem = lower
+        .strip_suffix(".safetensors")
+        .or_else(|| lower.strip_suffix(".ckpt"))
+        .or_else(|| lower.strip_suffix(".gguf"))
+        .unwrap_or(lower);
+    let billions = stem
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .filter_map(|word| word.strip_suffix('b'))
+        .filter(|number| number.starts_with(|c: char| c.is_ascii_digit()))
+        .find_map(|number| number.parse::<f64>().ok())
+        .filter(|billions| (0.1..=1000.0).contains(billions))?;
+    let bytes_per_weight = if lower.contains("fp8") {
+        1.0
+    } else if lower.contains("fp32") {
+        4.0
+    } else {
+        2.0
+    };
+    Some((billions * 1e9 * bytes_per_weight) as u64)
 }
 
 /// Bytes of activations a denoiser holds at once per pixel of the image it samples, at the
@@ -393,6 +423,34 @@ mod tests {
         // 8192×8192, batch 64: far beyond any GPU made.
         let huge = vram_need(sdxl_portrait(8192, 8192, 64));
         assert!(huge > 32 * GIB, "{huge}");
+    }
+
+    #[test]
+    fn a_stated_parameter_count_lowers_the_family_guess_but_never_raises_it() {
+        let need = |names: &[&str]| {
+            let mut analysis = WorkflowAnalysis::default();
+            analysis.models.insert(
+                "diffusion_models".to_owned(),
+                names.iter().map(|name| (*name).to_owned()).collect(),
+            );
+            estimate_vram(&analysis)
+        };
+        // Wan 2.1 1.3B in bf16 is 2.6 GB of weights, not the 12 GiB of its family: it runs
+        // on an 8 GiB card.
+        let small = need(&["wan2.1_t2v_1.3B_bf16.safetensors"]);
+        assert!((2 * GIB..3 * GIB).contains(&small), "{small}");
+        // 14B in bf16 states 28 GB, above the family's figure, which stands.
+        assert_eq!(need(&["wan2.1_t2v_14B_bf16.safetensors"]), 12 * GIB);
+        // A name without a count keeps its family's figure.
+        assert_eq!(need(&["hunyuan_video_t2v_720p_bf16.safetensors"]), 12 * GIB);
+        assert_eq!(
+            stated_weight_bytes("clip-vit-h-14-laion2b-s32b-b79k.safetensors"),
+            None
+        );
+        assert_eq!(
+            stated_weight_bytes("wan2.1_t2v_14b_fp8_e4m3fn.safetensors"),
+            Some(14_000_000_000)
+        );
     }
 
     #[test]

@@ -82,10 +82,8 @@ pub(crate) fn insert_job(conn: &Connection, job: &Job) -> Result<(), JournalErro
     };
     let spec = serde_json::to_string(&spec).map_err(|e| corrupt(job.id, e))?;
     let progress = progress_json(job)?;
-    // A column of its own, so listings leave it out: the editor's graph in `extra_pnginfo`
-    // can be larger than the workflow itself.
-    // NOTE: a state change still reads it back with the rest of the row, though only a
-    // dispatch needs it; a leaner read for the other changes would save that decode.
+    // A column of its own, so listings and state changes other than a dispatch leave it
+    // out: the editor's graph in `extra_pnginfo` can be larger than the workflow itself.
     let extras = match job.spec.extras.as_deref().filter(|e| !e.is_empty()) {
         Some(extras) => Some(serde_json::to_string(extras).map_err(|e| corrupt(job.id, e))?),
         None => None,

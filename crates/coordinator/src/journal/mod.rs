@@ -43,8 +43,10 @@ pub trait JobStore: Send + Sync + 'static {
     fn insert(&self, job: Job) -> StoreFuture<'_, Inserted>;
 
     /// Applies a state change to a stored job (checked by the job state machine) and returns
-    /// the job as stored, workflow included; resolves once the change is durable. The job
-    /// manager keeps no workflow bytes in memory and posts the bytes a dispatch returns.
+    /// the job as stored; resolves once the change is durable. The job manager keeps no
+    /// workflow bytes in memory and posts the bytes a dispatch returns, so only a dispatch
+    /// returns the workflow and prompt extras: after any other change `spec.workflow` is
+    /// empty and `spec.extras` is `None`.
     fn record(&self, id: JobId, change: StateChange, at: SystemTime) -> StoreFuture<'_, Job>;
 
     /// Returns one job with its workflow, if it is stored.

@@ -8,12 +8,13 @@
 //! answers each caller. An answered operation is therefore durable, and the fsync is shared by
 //! the whole batch.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{self, JOB_COLUMNS};
+use super::codec::{self, JOB_COLUMNS, JOB_COLUMNS_NO_WORKFLOW};
 use super::{Inserted, JournalError};
 use crate::job::{Job, JobId, JobState, StateChange};
 
@@ -241,14 +242,25 @@ fn insert(conn: &Connection, job: Job) -> Result<Inserted, JournalError> {
     Ok(Inserted { job, created: true })
 }
 
+/// The lookups of [`record`], built once.
+static RECORD_DISPATCH_SQL: OnceLock<String> = OnceLock::new();
+static RECORD_OTHER_SQL: OnceLock<String> = OnceLock::new();
+
 fn record(
     conn: &Connection,
     id: JobId,
     change: StateChange,
     at: SystemTime,
 ) -> Result<Job, JournalError> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-    let job = select_one(conn, &sql, params![id.to_string()])?.ok_or(JournalError::NotFound(id))?;
+    // Only a dispatch posts the workflow and its extras; every other change leaves them
+    // unread, which matters when the editor's graph rides along in the extras.
+    let sql = if matches!(change, StateChange::Dispatch { .. }) {
+        RECORD_DISPATCH_SQL.get_or_init(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+    } else {
+        RECORD_OTHER_SQL
+            .get_or_init(|| format!("SELECT {JOB_COLUMNS_NO_WORKFLOW} FROM jobs WHERE id = ?1"))
+    };
+    let job = select_one(conn, sql, params![id.to_string()])?.ok_or(JournalError::NotFound(id))?;
     let next = job.apply(change, at)?;
     codec::update_progress(conn, &next)?;
     Ok(next)

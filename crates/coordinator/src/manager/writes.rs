@@ -235,22 +235,34 @@ mod tests {
         );
         let id = job.id;
         store.insert(job).await.expect("insert");
-        let cancel = StateChange::Cancel {
-            reason: "test".into(),
+        let dispatch = StateChange::Dispatch {
+            node: "gpu-0".into(),
+            prompt_id: uuid::Uuid::new_v4(),
         };
-        let stored = record_with_retry(&store, id, &write(cancel.clone()))
+        let stored = record_with_retry(&store, id, &write(dispatch))
             .await
             .expect("durable after retries");
-        assert_eq!(stored.state(), JobState::Cancelled);
+        assert_eq!(stored.state(), JobState::Dispatched);
         assert_eq!(
             stored.spec.workflow.as_ref(),
             b"{}",
-            "the stored job comes back with its workflow"
+            "a dispatch comes back with the workflow it posts"
         );
         assert_eq!(
             store.failures.load(Ordering::SeqCst),
             0,
             "retried past 3 failures"
+        );
+        let cancel = StateChange::Cancel {
+            reason: "test".into(),
+        };
+        let stored = record_with_retry(&store, id, &write(cancel.clone()))
+            .await
+            .expect("durable");
+        assert_eq!(stored.state(), JobState::Cancelled);
+        assert!(
+            stored.spec.workflow.is_empty(),
+            "other changes leave the workflow unread"
         );
         let stored = store.get(id).await.expect("get").expect("job");
         assert_eq!(
