@@ -23,6 +23,7 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 
 use crate::exit;
+use crate::exit::outln;
 use crate::render::{Mode, Renderer, age, class_name, job_json, queue_text, state_name};
 
 /// How often a waiting job's queue position is refreshed.
@@ -131,7 +132,7 @@ pub async fn submit(
     };
     if wait {
         if follow.mode == Mode::Json {
-            println!(
+            outln!(
                 "{}",
                 json!({"submitted": {"job_id": answer.job_id, "queue_position": answer.queue_position, "replayed": answer.replayed}})
             );
@@ -139,7 +140,7 @@ pub async fn submit(
         return follow_job(jobs, &answer.job_id, follow, Some(&answer)).await;
     }
     match follow.mode {
-        Mode::Json => println!(
+        Mode::Json => outln!(
             "{}",
             json!({"submitted": {"job_id": answer.job_id, "queue_position": answer.queue_position, "replayed": answer.replayed}})
         ),
@@ -156,7 +157,7 @@ pub async fn submit(
         ),
     }
     if follow.mode != Mode::Json {
-        println!("{}", answer.job_id);
+        outln!("{}", answer.job_id);
     }
     Ok(exit::OK)
 }
@@ -521,7 +522,7 @@ fn sanitize_subfolder(subfolder: &str) -> PathBuf {
 pub fn report_status(status: &tonic::Status, mode: Mode) -> u8 {
     let code = exit::for_status(status);
     match mode {
-        Mode::Json => println!(
+        Mode::Json => outln!(
             "{}",
             json!({"error": {"code": format!("{:?}", status.code()), "message": status.message()}})
         ),
@@ -551,13 +552,18 @@ pub async fn list_jobs(
     };
     if mode == Mode::Json {
         for job in &answer.jobs {
-            println!("{}", job_json(job));
+            outln!("{}", job_json(job));
         }
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<36}  {:<10}  {:>5}  {:<14}  {:>7}  {:<12}  DETAIL",
-        "JOB", "STATE", "AGE", "NODE", "ATTEMPT", "TENANT"
+        "JOB",
+        "STATE",
+        "AGE",
+        "NODE",
+        "ATTEMPT",
+        "TENANT"
     );
     let now = std::time::SystemTime::now();
     for job in &answer.jobs {
@@ -571,7 +577,7 @@ pub async fn list_jobs(
             None if job.state == JobState::Queued as i32 => queue_text(job.queue_position),
             None => format!("{} output(s)", job.outputs.len()),
         };
-        println!(
+        outln!(
             "{:<36}  {:<10}  {:>5}  {:<14}  {:>7}  {:<12}  {}",
             job.id,
             state_name(job.state),
@@ -618,8 +624,8 @@ pub async fn cancel(channel: Channel, job_id: &str, mode: Mode) -> Result<u8> {
                 })
                 .unwrap_or_default();
             match mode {
-                Mode::Json => println!("{}", json!({"job_id": job_id, "outcome": outcome})),
-                _ => println!("job {job_id}: {}", outcome.replace('_', " ")),
+                Mode::Json => outln!("{}", json!({"job_id": job_id, "outcome": outcome})),
+                _ => outln!("job {job_id}: {}", outcome.replace('_', " ")),
             }
             Ok(exit::OK)
         }
@@ -636,18 +642,24 @@ pub async fn nodes(channel: Channel, mode: Mode) -> Result<u8> {
     };
     if mode == Mode::Json {
         for node in &answer.nodes {
-            println!("{}", node_json(node));
+            outln!("{}", node_json(node));
         }
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<14}  {:<9}  {:<34}  {:>17}  {:>9}  {:>9}  {:>6}  MODELS IN VRAM (LAST USED FIRST)",
-        "NODE", "HEALTH", "GPU", "VRAM USED/TOTAL", "QUEUE R/P", "IN FLIGHT", "DONE"
+        "NODE",
+        "HEALTH",
+        "GPU",
+        "VRAM USED/TOTAL",
+        "QUEUE R/P",
+        "IN FLIGHT",
+        "DONE"
     );
     for node in &answer.nodes {
         let used = node.vram_total.saturating_sub(node.vram_free);
         let gpu = display_gpu(&node.gpu_name, node.simulated);
-        println!(
+        outln!(
             "{:<14}  {:<9}  {:<34}  {:>17}  {:>9}  {:>9}  {:>6}  {}",
             node.name,
             health_name(node.health),
@@ -695,8 +707,8 @@ pub async fn drain(channel: Channel, name: &str, drain: bool, mode: Mode) -> Res
         Ok(node) => {
             let node = node.unwrap_or_default();
             match mode {
-                Mode::Json => println!("{}", node_json(&node)),
-                _ => println!("node {} is {}", node.name, health_name(node.health)),
+                Mode::Json => outln!("{}", node_json(&node)),
+                _ => outln!("node {} is {}", node.name, health_name(node.health)),
             }
             Ok(exit::OK)
         }

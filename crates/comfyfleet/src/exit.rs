@@ -25,6 +25,42 @@ pub const CANCELLED: u8 = 7;
 /// The job passed its deadline.
 pub const DEADLINE: u8 = 8;
 
+/// Standard output was closed before the command finished (`comfyfleet jobs | head`): the
+/// shell's code for a process ended by SIGPIPE. A job being followed goes on running.
+pub const CLOSED_OUTPUT: u8 = 141;
+
+/// Writes one line to standard output, like `println!`.
+///
+/// Rust ignores SIGPIPE, so `println!` panics, with a backtrace, once the reader of a pipe
+/// has gone. A command-line tool should instead stop quietly, so this exits with
+/// [`CLOSED_OUTPUT`]; any other write error is reported and exits with [`UNAVAILABLE`].
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(i32::from(CLOSED_OUTPUT))
+        }
+        Err(error) => {
+            eprintln!("error: cannot write to standard output: {error}");
+            std::process::exit(i32::from(UNAVAILABLE))
+        }
+    }
+}
+
+/// `println!` for command output: see [`print_line`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::exit::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
 /// Maps a terminal failure class to the exit code a script sees.
 pub fn for_failure(class: FailureClass) -> u8 {
     match class {

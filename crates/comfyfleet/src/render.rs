@@ -10,6 +10,7 @@
 //! recorded it, so `watch` of a finished job shows when each event really happened instead of
 //! the instant it was replayed.
 
+use crate::exit::outln;
 use std::time::{Duration, Instant};
 
 use fleet_proto::v1::{EventGap, FailureClass, Job, JobEvent, JobState, Output, job_event::Kind};
@@ -42,6 +43,14 @@ pub struct Renderer {
     executing: Option<(String, String)>,
     /// The queue position last printed, so waiting jobs print only changes.
     queue_position: Option<u32>,
+    /// Whether the lines so far already say the job is queued (from the submission answer,
+    /// a snapshot or a queued event), so the next snapshot or queued event that says only
+    /// that is not printed again.
+    said_queued: bool,
+    /// Whether the submission line was just printed: the first snapshot then says nothing
+    /// new (the events that follow tell the job's story from its start), so it is not
+    /// printed.
+    after_submission: bool,
     spinner: Option<ProgressBar>,
 }
 
@@ -61,6 +70,8 @@ impl Renderer {
             fleet_node: String::new(),
             executing: None,
             queue_position: None,
+            said_queued: false,
+            after_submission: false,
             spinner: None,
         }
     }
@@ -108,8 +119,11 @@ impl Renderer {
         if !job.node.is_empty() {
             self.fleet_node = job.node.clone();
         }
+        let queued = job.state == JobState::Queued as i32;
+        let quiet = std::mem::take(&mut self.after_submission) || (queued && self.said_queued);
         match self.mode {
-            Mode::Json => println!("{}", json!({"snapshot": job_json(job)})),
+            Mode::Json => outln!("{}", json!({"snapshot": job_json(job)})),
+            _ if quiet => return,
             _ => self.line(format!(
                 "job {}: {}{}",
                 job.id,
@@ -121,12 +135,13 @@ impl Renderer {
                 }
             )),
         }
+        self.said_queued = queued;
     }
 
     /// Prints a gap notice: events the coordinator no longer holds.
     pub fn gap(&mut self, gap: &EventGap) {
         match self.mode {
-            Mode::Json => println!(
+            Mode::Json => outln!(
                 "{}",
                 json!({"gap": {"from_sequence": gap.from_sequence, "to_sequence": gap.to_sequence}})
             ),
@@ -140,7 +155,7 @@ impl Renderer {
     /// Prints one event.
     pub fn event(&mut self, event: &JobEvent) {
         if self.mode == Mode::Json {
-            println!("{}", event_json(event));
+            outln!("{}", event_json(event));
             return;
         }
         let Some(kind) = &event.kind else { return };
@@ -174,6 +189,12 @@ impl Renderer {
                     self.line_at(at, format!("{label}: step {step}/{max}"));
                 }
             }
+            // The submission answer or the snapshot already said so.
+            Kind::Queued(queued) if self.said_queued => {
+                if self.mode == Mode::Live {
+                    self.waiting(queued.position);
+                }
+            }
             other => {
                 self.finish_bar();
                 self.finish_spinner();
@@ -187,10 +208,20 @@ impl Renderer {
                 }
             }
         }
+        // Progress and previews say nothing about the state; every other event moves it.
+        if !matches!(kind, Kind::Progress(_) | Kind::PreviewImage(_)) {
+            self.said_queued = matches!(kind, Kind::Queued(_));
+        }
     }
 
     /// Prints that a job was accepted.
     pub fn submitted(&mut self, job_id: &str, position: u32, replayed: bool) {
+        // A replayed submission answers with an earlier job, in whatever state it is now.
+        if !replayed {
+            self.said_queued = true;
+            self.queue_position = Some(position);
+            self.after_submission = true;
+        }
         self.line(format!(
             "submitted job {job_id} ({}){}",
             queue_text(position),
@@ -228,7 +259,7 @@ impl Renderer {
     /// Prints a line saying where an output was saved.
     pub fn saved(&mut self, output: &Output, path: &std::path::Path, bytes: u64) {
         match self.mode {
-            Mode::Json => println!(
+            Mode::Json => outln!(
                 "{}",
                 json!({"saved": {"output": output_json(output), "path": path.display().to_string(), "bytes": bytes}})
             ),
@@ -291,7 +322,7 @@ impl Renderer {
         match (self.bar.as_ref().or(self.spinner.as_ref()), self.mode) {
             (Some(bar), _) => bar.println(format!("[{elapsed}] {text}")),
             (None, Mode::Live) => eprintln!("[{elapsed}] {text}"),
-            (None, _) => println!("[{elapsed}] {text}"),
+            (None, _) => outln!("[{elapsed}] {text}"),
         }
     }
 }

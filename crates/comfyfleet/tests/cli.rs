@@ -54,6 +54,15 @@ fn the_commands_the_banner_prints_work_as_pasted() {
             }
             "submit" => {
                 // Without a terminal the display is plain lines: the node, the steps, the file.
+                // That the job is queued is said once, by the submission line.
+                let queued_lines: Vec<&str> = out
+                    .stdout
+                    .lines()
+                    .filter(|line| line.contains("queue"))
+                    .collect();
+                assert_eq!(queued_lines.len(), 1, "{}", out.stdout);
+                assert!(queued_lines[0].contains("submitted job"), "{}", out.stdout);
+                assert!(!out.stdout.contains(": queued"), "{}", out.stdout);
                 assert!(
                     out.stdout.contains("dispatched to node gpu-"),
                     "{}",
@@ -279,6 +288,14 @@ fn refusals_failures_and_bad_addresses_have_their_exit_codes() {
         Some("succeeded"),
         "{types:?}"
     );
+
+    // A reader that goes away (`| head`) ends the command quietly with the SIGPIPE code,
+    // without a panic; the job goes on.
+    let mut child = up.spawn(&["watch", &failed_id]);
+    drop(child.stdout.take());
+    let out = wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(141), "{}", out.both());
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 
     // Unknown and malformed job ids are refusals.
     let out = up.run(&["watch", "00000000-0000-4000-8000-000000000000"]);

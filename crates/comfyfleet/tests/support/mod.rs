@@ -265,11 +265,14 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
 
 /// Waits for a spawned command, killing it after `limit`.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let mut stdout = child.stdout.take().expect("stdout piped");
+    // A test may have closed stdout already, to see the command meet a closed pipe.
+    let stdout = child.stdout.take();
     let mut stderr = child.stderr.take().expect("stderr piped");
     let out_thread = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_string(&mut text);
+        }
         text
     });
     let err_thread = std::thread::spawn(move || {
