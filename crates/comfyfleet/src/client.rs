@@ -193,7 +193,7 @@ pub async fn follow_job(
     let mut poll = tokio::time::interval(QUEUE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poller = jobs.clone();
-    loop {
+    let code = loop {
         let message = tokio::select! {
             message = stream.message() => message,
             _ = poll.tick(), if waiting && renderer.mode() != Mode::Json => {
@@ -208,16 +208,16 @@ pub async fn follow_job(
                 continue;
             }
         };
-        let lost = match message {
-            Ok(Some(message)) => Ok(message),
+        let lost = match (message, outcome) {
+            (Ok(Some(message)), _) => Ok(message),
             // The job's end was read: the stream ends with it, and a break after it changes
             // nothing.
-            Ok(None) | Err(_) if outcome.is_some() => break,
-            Ok(None) => Err(tonic::Status::unavailable(
+            (Ok(None) | Err(_), Some(code)) => break code,
+            (Ok(None), None) => Err(tonic::Status::unavailable(
                 "the watch stream ended before the job did",
             )),
-            Err(status) if connection_lost(&status) => Err(status),
-            Err(status) => {
+            (Err(status), None) if connection_lost(&status) => Err(status),
+            (Err(status), None) => {
                 renderer.finish();
                 return Ok(report_status(&status, follow.mode));
             }
@@ -300,10 +300,6 @@ pub async fn follow_job(
             }
             None => {}
         }
-    }
-    let Some(code) = outcome else {
-        renderer.finish();
-        bail!("the coordinator closed the watch of job {job_id} before it finished");
     };
     if num_previews == 0
         && let Some(dir) = &follow.previews_dir
