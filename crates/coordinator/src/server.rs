@@ -247,9 +247,8 @@ impl Coordinator {
         );
 
         // Jobs left unfinished by an earlier run come back before anything new is accepted.
-        // NOTE: every unfinished job is loaded with its workflow bytes at once, so a restart
-        // with a very deep queue peaks at the size of all those workflows before the manager
-        // drops the bytes (queued jobs keep none). Loading in pages would bound the peak.
+        // Queued jobs come without their workflow bytes (a dispatch reads them back), so this
+        // peaks at the size of the queue's records, not of its workflows.
         let unfinished = store.load_unfinished().await?;
         if !unfinished.is_empty() {
             info!(

@@ -317,6 +317,11 @@ async fn unfinished_jobs_load_in_queue_order() {
         }
         jobs.push((priority, secs, finish, job.id));
     }
+    // One still queued: it comes back without its workflow, read again at its dispatch.
+    let queued = job_for_test("team-a", 0, 8);
+    assert!(!queued.spec.workflow.is_empty());
+    store.insert(queued.clone()).await.expect("insert");
+    jobs.push((0, 8, false, queued.id));
     let mut expected: Vec<_> = jobs.iter().filter(|j| !j.2).collect();
     expected.sort_by_key(|(priority, secs, _, _)| (-priority, *secs));
     let expected: Vec<JobId> = expected.iter().map(|j| j.3).collect();
@@ -326,11 +331,21 @@ async fn unfinished_jobs_load_in_queue_order() {
     let loaded = store.load_unfinished().await.expect("load");
     let ids: Vec<JobId> = loaded.iter().map(|j| j.id).collect();
     assert_eq!(ids, expected, "priority descending, then arrival ascending");
-    assert!(
-        loaded
-            .iter()
-            .all(|j| j.state() == JobState::Dispatched && !j.spec.workflow.is_empty())
-    );
+    for job in &loaded {
+        if job.id == queued.id {
+            assert_eq!(job.state(), JobState::Queued);
+            assert!(job.spec.workflow.is_empty() && job.spec.extras.is_none());
+            assert_eq!(
+                job.spec.analysis, queued.spec.analysis,
+                "its analysis is kept"
+            );
+        } else {
+            assert_eq!(job.state(), JobState::Dispatched);
+            assert!(!job.spec.workflow.is_empty(), "a job on a node comes whole");
+        }
+    }
+    let whole = store.get(queued.id).await.expect("get").expect("stored");
+    assert_eq!(whole.spec.workflow, queued.spec.workflow, "still stored");
 }
 
 #[tokio::test]

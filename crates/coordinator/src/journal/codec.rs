@@ -29,6 +29,13 @@ pub(crate) const JOB_COLUMNS_NO_WORKFLOW: &str = "id, tenant, idempotency_key, p
     node, prompt_id, attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, progress, \
     X'' AS workflow, NULL AS extras";
 
+/// Like [`JOB_COLUMNS`] but with the workflow and prompt extras of queued jobs left out: what
+/// a restart needs (jobs on nodes need their workflow for the graph titles of their events).
+pub(crate) const JOB_COLUMNS_ON_NODES_WHOLE: &str = "id, tenant, idempotency_key, priority, \
+    state, node, prompt_id, attempt, created_at_ns, updated_at_ns, finished_at_ns, spec, \
+    progress, CASE WHEN state = 'queued' THEN X'' ELSE workflow END AS workflow, \
+    CASE WHEN state = 'queued' THEN NULL ELSE extras END AS extras";
+
 /// How many columns [`JOB_COLUMNS`] names; a query may select more after them.
 pub(crate) const NUM_JOB_COLUMNS: usize = 15;
 

@@ -57,6 +57,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Returns every job that has not finished, in queue order: priority descending, then
     /// arrival ascending. Used to rebuild the queue and reconcile nodes after a restart.
+    /// Queued jobs come without their workflow and prompt extras (empty and `None`; a
+    /// dispatch reads them back), so the memory this takes does not grow with the size of
+    /// the queued workflows; jobs on nodes come whole.
     fn load_unfinished(&self) -> StoreFuture<'_, Vec<Job>>;
 
     /// Deletes jobs that finished before `finished_before`; returns how many.

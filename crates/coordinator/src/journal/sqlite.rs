@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{self, JOB_COLUMNS, JOB_COLUMNS_NO_WORKFLOW};
+use super::codec::{self, JOB_COLUMNS, JOB_COLUMNS_NO_WORKFLOW, JOB_COLUMNS_ON_NODES_WHOLE};
 use super::writer::{self, PURGE_CHUNK, WriteOp};
 use super::{
     DEFAULT_PAGE_SIZE, Inserted, JobPage, JobStore, JournalError, ListQuery, MAX_PAGE_SIZE,
@@ -210,8 +210,12 @@ impl JobStore for SqliteStore {
 
     fn load_unfinished(&self) -> StoreFuture<'_, Vec<Job>> {
         Box::pin(self.read(|conn| {
+            // A queued job's workflow and extras are read back at its dispatch; loading them
+            // here would make a restart with a deep queue peak at the size of every queued
+            // workflow at once.
             let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_unfinished_in_queue_order \
+                "SELECT {JOB_COLUMNS_ON_NODES_WHOLE} FROM jobs \
+                 INDEXED BY jobs_unfinished_in_queue_order \
                  WHERE finished_at_ns IS NULL ORDER BY priority DESC, seq ASC"
             );
             select_many(conn, &sql, Vec::<rusqlite::types::Value>::new())
