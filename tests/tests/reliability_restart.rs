@@ -363,6 +363,16 @@ async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn comfyfleet watch");
+    // And one as a person runs it: plain lines.
+    let plain_out = data.path().join("watch-plain.out");
+    let mut plain = std::process::Command::new(&binary)
+        .args(["watch", &id, "--addr"])
+        .arg(format!("http://{grpc_addr}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&plain_out).expect("create the CLI's output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn comfyfleet watch");
     read_until_progress(&mut jobs, &id).await;
     // A raw watch, read to its end on another task so that its frames keep flowing.
     let mut stream = jobs
@@ -445,6 +455,36 @@ async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_
     );
     let job = get(&mut second.jobs().await, &id).await;
     assert_eq!(job.attempt, 1, "the prompt was reattached, not run again");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = plain.try_wait().expect("poll the CLI") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the plain watch did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = std::fs::read_to_string(&plain_out).expect("the CLI's output");
+    assert_eq!(exit.code(), Some(0), "{out}");
+    assert_eq!(
+        out.matches("lost the watch of job").count(),
+        1,
+        "one notice of the break: {out}"
+    );
+    assert_eq!(
+        out.matches("going on from its current state").count(),
+        1,
+        "{out}"
+    );
+    // The restarted run's event numbers mean nothing to a person and are not printed, nor is
+    // the snapshot that follows the gap when it repeats the one before it.
+    assert!(!out.contains(&(2u64 << 32).to_string()), "{out}");
+    let snapshots = out
+        .lines()
+        .filter(|line| line.contains(&format!("job {id}: ")))
+        .count();
+    assert_eq!(snapshots, 2, "the first and the resumed one: {out}");
+    assert!(out.contains("succeeded with 1 output(s)"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,8 @@ pub struct Renderer {
     /// new (the events that follow tell the job's story from its start), so it is not
     /// printed.
     after_submission: bool,
+    /// The snapshot line printed last, while no event line has followed it.
+    last_snapshot: Option<String>,
     spinner: Option<ProgressBar>,
 }
 
@@ -72,6 +74,7 @@ impl Renderer {
             queue_position: None,
             said_queued: false,
             after_submission: false,
+            last_snapshot: None,
             spinner: None,
         }
     }
@@ -120,22 +123,29 @@ impl Renderer {
             self.fleet_node = job.node.clone();
         }
         let queued = job.state == JobState::Queued as i32;
-        let quiet = std::mem::take(&mut self.after_submission) || (queued && self.said_queued);
+        let text = format!(
+            "job {}: {}{}",
+            job.id,
+            state_name(job.state),
+            if job.node.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", job.node)
+            }
+        );
+        // Quiet right after the submission line, when the lines already say the job is
+        // queued, and when the last line printed was this same snapshot (a resumed watch
+        // sends one before and one after its gap).
+        let quiet = std::mem::take(&mut self.after_submission)
+            || (queued && self.said_queued)
+            || self.last_snapshot.as_deref() == Some(text.as_str());
         match self.mode {
             Mode::Json => outln!("{}", json!({"snapshot": job_json(job)})),
             _ if quiet => return,
-            _ => self.line(format!(
-                "job {}: {}{}",
-                job.id,
-                state_name(job.state),
-                if job.node.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on {}", job.node)
-                }
-            )),
+            _ => self.line(text.clone()),
         }
         self.said_queued = queued;
+        self.last_snapshot = Some(text);
     }
 
     /// Prints a gap notice: events the coordinator no longer holds.
@@ -145,9 +155,12 @@ impl Renderer {
                 "{}",
                 json!({"gap": {"from_sequence": gap.from_sequence, "to_sequence": gap.to_sequence}})
             ),
+            // The range's end can be far above any event number (a restarted coordinator
+            // numbers on from 2^32 × its runs), which says nothing to a person.
             _ => self.line(format!(
-                "(events {}..{} are no longer held by the coordinator)",
-                gap.from_sequence, gap.to_sequence
+                "(events from {} on are no longer held by the coordinator; going on from its \
+                 current state)",
+                gap.from_sequence
             )),
         }
     }
@@ -211,6 +224,7 @@ impl Renderer {
         // Progress and previews say nothing about the state; every other event moves it.
         if !matches!(kind, Kind::Progress(_) | Kind::PreviewImage(_)) {
             self.said_queued = matches!(kind, Kind::Queued(_));
+            self.last_snapshot = None;
         }
     }
 
