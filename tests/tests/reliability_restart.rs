@@ -336,6 +336,21 @@ async fn a_watcher_resuming_across_a_restart_gets_a_gap_and_never_an_old_number(
     drop(second);
 }
 
+/// Waits up to `limit` for a command-line child to exit.
+async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(exit) = child.try_wait().expect("poll the CLI") {
+            return exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command did not end within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_restart() {
     let binary = comfyfleet_binary();
@@ -354,25 +369,22 @@ async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_
         .expect("submit")
         .into_inner()
         .job_id;
+    // `comfyfleet watch` as a script runs it (JSON lines) and as a person does (plain lines),
+    // each writing to a file.
+    let watch = |extra: &[&str], out: &std::path::Path| {
+        std::process::Command::new(&binary)
+            .args(["watch", &id, "--addr", &format!("http://{grpc_addr}")])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(out).expect("create the CLI's output file"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn comfyfleet watch")
+    };
     let cli_out = data.path().join("watch.out");
-    let mut cli = std::process::Command::new(&binary)
-        .args(["watch", &id, "--json", "--addr"])
-        .arg(format!("http://{grpc_addr}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&cli_out).expect("create the CLI's output file"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn comfyfleet watch");
-    // And one as a person runs it: plain lines.
+    let mut cli = watch(&["--json"], &cli_out);
     let plain_out = data.path().join("watch-plain.out");
-    let mut plain = std::process::Command::new(&binary)
-        .args(["watch", &id, "--addr"])
-        .arg(format!("http://{grpc_addr}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&plain_out).expect("create the CLI's output file"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn comfyfleet watch");
+    let mut plain = watch(&[], &plain_out);
     read_until_progress(&mut jobs, &id).await;
     // A raw watch, read to its end on another task so that its frames keep flowing.
     let mut stream = jobs
@@ -419,17 +431,7 @@ async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_
     );
     let second =
         CoordinatorProcess::start_at(&binary, data.path(), &sims, &[], grpc_addr, http_addr).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = cli.try_wait().expect("poll the CLI") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "comfyfleet watch did not end within a minute of the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = wait_exit(&mut cli, Duration::from_secs(60)).await;
     let out = std::fs::read_to_string(&cli_out).expect("the CLI's output");
     assert_eq!(exit.code(), Some(0), "{out}");
     let lines: Vec<serde_json::Value> = out
@@ -456,14 +458,7 @@ async fn watches_end_with_unavailable_on_sigterm_and_the_cli_resumes_across_the_
     let job = get(&mut second.jobs().await, &id).await;
     assert_eq!(job.attempt, 1, "the prompt was reattached, not run again");
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = plain.try_wait().expect("poll the CLI") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "the plain watch did not end");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = wait_exit(&mut plain, Duration::from_secs(30)).await;
     let out = std::fs::read_to_string(&plain_out).expect("the CLI's output");
     assert_eq!(exit.code(), Some(0), "{out}");
     assert_eq!(

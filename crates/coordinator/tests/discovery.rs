@@ -47,6 +47,15 @@ async fn start_sim(seconds_per_megapixel: f64) -> comfy_sim::SimNode {
         .expect("simulated node starts")
 }
 
+/// The port the simulated node listens on.
+fn port_of(sim: &comfy_sim::SimNode) -> u16 {
+    sim.url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
 fn config_with_source(data: &tempfile::TempDir, host: &str, port: u16) -> Config {
     let mut config = Config {
         grpc_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -206,12 +215,7 @@ fn bad_sources_are_all_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ip_literal_source_adds_its_node_through_the_system_resolver() {
     let sim = start_sim(0.0).await;
-    let port: u16 = sim
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = port_of(&sim);
     let data = tempfile::tempdir().expect("temp dir");
     let coordinator = Coordinator::start(
         config_with_source(&data, "127.0.0.1", port),
@@ -248,12 +252,7 @@ async fn an_ip_literal_source_adds_its_node_through_the_system_resolver() {
 async fn a_vanished_address_drains_its_node_which_leaves_after_its_job() {
     // About one second per image node: long enough to change DNS while the job runs.
     let sim = start_sim(250.0).await;
-    let port: u16 = sim
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = port_of(&sim);
     let data = tempfile::tempdir().expect("temp dir");
     let resolver = Arc::new(ScriptedResolver::default());
     let first: IpAddr = [127, 0, 0, 1].into();
@@ -383,12 +382,7 @@ fn operator_drained(coordinator: &Coordinator, name: &str) -> Option<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_drain_holds_for_a_found_node_that_leaves_returns_or_joins_after_a_restart() {
     let sim = start_sim(0.0).await;
-    let port: u16 = sim
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = port_of(&sim);
     let data = tempfile::tempdir().expect("temp dir");
     let address: IpAddr = [127, 0, 0, 1].into();
     let name = "comfyui-127-0-0-1";
