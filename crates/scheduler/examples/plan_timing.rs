@@ -1,8 +1,9 @@
 //! Prints how long one placement round takes for a large fleet: 1,000 nodes and 10,000
 //! queued jobs, per policy, in a few fleet shapes.
 //!
-//! Run with `cargo run --release -p scheduler --example plan_timing`. This is a measurement
-//! to read, not a test: nothing fails on a slow machine.
+//! Run with `cargo run --release -p scheduler --example plan_timing [NODES [JOBS]]` (1,000 and
+//! 10,000 by default). This is a measurement to read, not a test: nothing fails on a slow
+//! machine.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use scheduler::{
     build_policy,
 };
 
-const NUM_NODES: usize = 1_000;
-const NUM_JOBS: usize = 10_000;
+const DEFAULT_NODES: usize = 1_000;
+const DEFAULT_JOBS: usize = 10_000;
 const GIB: u64 = 1 << 30;
 const CHECKPOINTS: [&str; 6] = ["sd15", "sdxl", "flux-dev", "flux-schnell", "sd3", "pony"];
 const CLASSES: [&str; 8] = [
@@ -39,8 +40,8 @@ enum Shape {
     MostlyFull,
 }
 
-fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
-    (0..NUM_NODES)
+fn fleet(rng: &mut StdRng, shape: Shape, num_nodes: usize) -> Vec<NodeView> {
+    (0..num_nodes)
         .map(|i| {
             let mut node = NodeView::new(format!("gpu-{i:04}"));
             node.health = if rng.random_bool(0.97) {
@@ -83,8 +84,8 @@ fn fleet(rng: &mut StdRng, shape: Shape) -> Vec<NodeView> {
         .collect()
 }
 
-fn queue(rng: &mut StdRng) -> Vec<JobView> {
-    (0..NUM_JOBS)
+fn queue(rng: &mut StdRng, num_jobs: usize) -> Vec<JobView> {
+    (0..num_jobs)
         .map(|i| {
             let mut job = JobView::new(format!("job-{i:05}"), i as u64);
             job.priority = rng.random_range(0..3);
@@ -108,12 +109,40 @@ fn queue(rng: &mut StdRng) -> Vec<JobView> {
         .collect()
 }
 
+/// The coordinator's default window: a round looks at this many jobs at the head of the
+/// queue, or eight per free slot if that is more.
+const COORDINATOR_WINDOW: usize = 512;
+
 fn main() {
-    println!("placement round: {NUM_NODES} nodes x {NUM_JOBS} queued jobs (best of 5)");
-    for shape in [Shape::Idle, Shape::MostlyFull] {
+    let mut args = std::env::args().skip(1);
+    let mut count = |default: usize| {
+        args.next().map_or(default, |arg| {
+            arg.parse().expect("a count of nodes or jobs")
+        })
+    };
+    let (num_nodes, num_jobs) = (count(DEFAULT_NODES), count(DEFAULT_JOBS));
+    println!("placement round: {num_nodes} nodes x {num_jobs} queued jobs (best of 5)");
+    for (shape, windowed) in [
+        (Shape::Idle, false),
+        (Shape::MostlyFull, false),
+        (Shape::MostlyFull, true),
+    ] {
         for order in [QueueOrder::Arrival, QueueOrder::FairShare] {
             let mut rng = StdRng::seed_from_u64(7);
-            let (nodes, jobs) = (fleet(&mut rng, shape), queue(&mut rng));
+            let (nodes, mut jobs) = (fleet(&mut rng, shape, num_nodes), queue(&mut rng, num_jobs));
+            if windowed {
+                // What the coordinator hands the policy: the head of the queue only.
+                let free: usize = nodes
+                    .iter()
+                    .filter(|n| n.health == Health::Up && !n.draining)
+                    .map(|n| n.free_slots() as usize)
+                    .sum();
+                jobs.truncate(COORDINATOR_WINDOW.max(8 * free));
+                println!(
+                    "\n(the coordinator's window: the first {} jobs)",
+                    jobs.len()
+                );
+            }
 
             let started = Instant::now();
             let snapshot = Snapshot::new(jobs, nodes, order).expect("generated names are distinct");

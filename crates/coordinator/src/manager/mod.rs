@@ -389,6 +389,23 @@ type QueueKey = (Reverse<i32>, u64, JobId);
 /// job at once, since its last round is older than the gap.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(1);
 
+/// The gap after a round, as a multiple of the time it took: placement may take at most a
+/// fifth of the manager's time however costly a round is.
+///
+/// A round's cost grows with the fleet and with the policy: expected-finish scores each job
+/// of the window against every node it could use, busy ones included, which on 1,000 mostly
+/// full nodes takes tens of milliseconds (`cargo run --release -p scheduler --example
+/// plan_timing`). Every finished job frees a slot and owes a round, so with a fixed gap such
+/// a fleet would spend the manager entirely on placement and fall behind on everything else.
+/// Waiting four round-times instead lets the jobs that free slots meanwhile share one round.
+const ROUND_GAP_FACTOR: u32 = 4;
+
+/// The least time from the start of a round that took `took` to the start of the next.
+fn round_gap(took: Duration) -> Duration {
+    took.saturating_add(took.saturating_mul(ROUND_GAP_FACTOR))
+        .max(MIN_ROUND_GAP)
+}
+
 /// The manager task's state (see the module docs).
 pub struct Manager {
     store: Arc<dyn JobStore>,
@@ -482,25 +499,25 @@ impl Manager {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        // When the last round that built node views ran (see `MIN_ROUND_GAP`).
-        let mut last_round: Option<Instant> = None;
+        // The earliest start of the next round that builds node views (see `round_gap`).
+        let mut next_round: Option<Instant> = None;
         loop {
             if self.dirty {
                 let now = Instant::now();
-                if last_round.is_none_or(|at| now >= at + MIN_ROUND_GAP) {
+                if next_round.is_none_or(|at| now >= at) {
                     self.dirty = false;
                     if self.place() {
-                        last_round = Some(now);
+                        next_round = Some(now + round_gap(now.elapsed()));
                     }
                 }
             }
-            let msg = match last_round {
+            let msg = match next_round {
                 // A round is owed but the last one was too recent: wait for the gap to pass
                 // while still taking messages, which the owed round will then include.
                 Some(at) if self.dirty => {
                     tokio::select! {
                         msg = rx.recv() => msg,
-                        () = tokio::time::sleep_until((at + MIN_ROUND_GAP).into()) => continue,
+                        () = tokio::time::sleep_until(at.into()) => continue,
                     }
                 }
                 _ => rx.recv().await,
@@ -562,5 +579,22 @@ impl Manager {
                 self.attempt_ended(id, prompt_id, &node, end);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod round_gap_tests {
+    use super::*;
+
+    #[test]
+    fn placement_takes_at_most_a_fifth_of_the_manager() {
+        // Cheap rounds are held to the fixed floor, so an idle manager places at once.
+        assert_eq!(round_gap(Duration::from_micros(20)), MIN_ROUND_GAP);
+        // A round of 35 ms (expected-finish on 1,000 mostly full nodes) is followed by four
+        // times as long without one.
+        let took = Duration::from_millis(35);
+        let gap = round_gap(took);
+        assert_eq!(gap, Duration::from_millis(175));
+        assert!(took.as_secs_f64() / gap.as_secs_f64() <= 0.2 + 1e-9);
     }
 }

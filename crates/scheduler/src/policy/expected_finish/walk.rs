@@ -310,6 +310,11 @@ pub(super) fn plan_round(
         // A job held in its last allowed round becomes due only for the next round; this round
         // it has declined the free nodes, so nothing behind it overtakes it meanwhile.
         let may_hold = !due && policy.holds_of(&job.id) < policy.config.max_holds;
+        // NOTE: this scores the job against every full node it could use, so a round costs
+        // the window's length times the fleet's size (35 ms for 848 jobs on 1,000 mostly full
+        // nodes, `plan_timing`); the coordinator spaces rounds by their cost to bound it. A
+        // floor on each node's finish does not prune this in practice: a busy node with the
+        // job's checkpoint in VRAM often beats a free one that must load it.
         if may_hold && policy.config.hold_ratio > 0.0 {
             let busy = eligible
                 .iter()
