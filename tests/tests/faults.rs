@@ -158,3 +158,47 @@ async fn out_of_memory_on_a_small_gpu_moves_to_the_big_one() {
         (1, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_an_outage_gets_work_only_with_its_event_socket_back() {
+    // A long socket backoff, as after a real outage: without a nudge from the probe, the
+    // socket would stay closed for seconds after the node answers HTTP again.
+    let fleet = TestFleet::start_with(vec![sim_config("gpu-a", 0.05)], |config| {
+        config.websocket.reconnect_min = std::time::Duration::from_millis(300);
+        config.websocket.reconnect_max = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let sim = fleet.sim("gpu-a");
+    sim.crash();
+    wait_until("the node is down", JOB_TIMEOUT, || async {
+        fleet.nodes().await[0].health() == pb::NodeHealth::Down
+    })
+    .await;
+    // Failed attempts at 0.3, 0.6, 1.2, 2.4 s…: the next wait is several seconds long.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    sim.restart().await.expect("restart the node");
+    let back = std::time::Instant::now();
+    let id = fleet
+        .submit(&sd15_workflow(4, fresh_seed()))
+        .await
+        .expect("submit");
+    let watched = fleet.watch_to_end(&id).await;
+    assert!(
+        matches!(watched.terminal(), Some(Kind::Succeeded(_))),
+        "{:?}",
+        watched.kinds()
+    );
+    // Every event of the run arrived over the socket: it was up before the prompt went out.
+    for kind in ["started", "progress", "node_executing"] {
+        assert!(
+            watched.kinds().contains(&kind),
+            "{kind}: {:?}",
+            watched.kinds()
+        );
+    }
+    assert!(
+        back.elapsed() < std::time::Duration::from_secs(2),
+        "the job took {:?} after the node came back",
+        back.elapsed()
+    );
+}

@@ -20,13 +20,14 @@
 //! owner's periodic `/queue` + `/history` reconciliation are the safety net.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -115,6 +116,9 @@ pub struct EventStream {
     shutdown_tx: Option<oneshot::Sender<()>>,
     /// The background task; owned so [`EventStream::close`] can await it.
     task: Option<JoinHandle<()>>,
+    /// Cuts the wait before the next connection attempt short (see
+    /// [`EventStream::retry_now`]).
+    retry: Arc<Notify>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -136,11 +140,13 @@ impl EventStream {
     ) -> Self {
         let (items_tx, items_rx) = mpsc::channel(config.channel_capacity.max(1));
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let retry = Arc::new(Notify::new());
         let worker = Worker {
             node,
             url: ws_url,
             config,
             items_tx,
+            retry: Arc::clone(&retry),
         };
         let task = tokio::spawn(worker.run(shutdown_rx));
         Self {
@@ -148,7 +154,17 @@ impl EventStream {
             items_rx,
             shutdown_tx: Some(shutdown_tx),
             task: Some(task),
+            retry,
         }
+    }
+
+    /// Tries to connect again without waiting out the backoff, when the socket is down: the
+    /// caller knows the node is back (its HTTP answers again), and after a long outage the
+    /// backoff could otherwise keep the socket closed for many seconds while the node already
+    /// takes work. At least `backoff_min` still passes after the failure, so a server that
+    /// is cleaning up the old session is not raced. Does nothing while connected.
+    pub fn retry_now(&self) {
+        self.retry.notify_one();
     }
 
     /// The client id (session id) this stream connects with.
@@ -193,6 +209,7 @@ struct Worker {
     url: url::Url,
     config: WsConfig,
     items_tx: mpsc::Sender<WsItem>,
+    retry: Arc<Notify>,
 }
 
 impl Worker {
@@ -236,9 +253,18 @@ impl Worker {
             {
                 return;
             }
+            let failed_at = tokio::time::Instant::now();
+            // A call to retry while the socket was up says nothing about this failure.
+            let _ = self.retry.notified().now_or_never();
             tokio::select! {
                 _ = &mut shutdown_rx => return,
-                _ = tokio::time::sleep(retry_in) => {}
+                () = tokio::time::sleep(retry_in) => {}
+                () = async {
+                    self.retry.notified().await;
+                    tokio::time::sleep_until(failed_at + self.config.backoff_min).await;
+                } => {
+                    debug!(node = %self.node, "websocket retried before its backoff ran out");
+                }
             }
         }
     }

@@ -336,6 +336,9 @@ fn mark_probe_ok(node: &Node, context: &ActorContext, series: &mut NodeSeries, c
             "node health changed"
         );
     }
+    if came_up {
+        node.socket_retry.notify_one();
+    }
     if changed || came_up {
         let _ = context.signals_tx.send(Signal::Wake);
     }
@@ -420,12 +423,18 @@ async fn event_loop(node: Arc<Node>, context: ActorContext) {
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
+            () = node.socket_retry.notified() => {
+                stream.retry_now();
+                continue;
+            }
             _ = shutdown_rx.changed() => break,
         };
         let Some(item) = item else { break };
         match item {
             WsItem::Connected { reconnect } => {
                 node.status().socket_connected = true;
+                // The node takes jobs again only with its socket up (see `Node::view`).
+                let _ = context.signals_tx.send(Signal::Wake);
                 if reconnect {
                     // The node may have restarted with empty VRAM: a guess that it still holds
                     // its checkpoints would draw jobs to a node that must load them again.

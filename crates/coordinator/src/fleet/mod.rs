@@ -177,6 +177,9 @@ pub struct Node {
     pub prompts: PromptTable,
     /// Slot limit: most of our prompts it may hold.
     pub slot_limit: u32,
+    /// Fired by the probe when the node comes back up, so its event socket reconnects at
+    /// once instead of when its backoff runs out.
+    pub(crate) socket_retry: tokio::sync::Notify,
 }
 
 impl Node {
@@ -189,6 +192,7 @@ impl Node {
             status: Mutex::new(NodeStatus::default()),
             prompts: PromptTable::default(),
             slot_limit,
+            socket_retry: tokio::sync::Notify::new(),
         }
     }
 
@@ -212,7 +216,13 @@ impl Node {
             // is let go before the prompt table's is taken.
             let status = self.status();
             view.vram_total = status.placement_vram_total();
-            view.health = status.health;
+            // A node whose event socket is down would run a job without a word of progress,
+            // and a cancel could not tell whether its prompt started: it takes no job until
+            // the socket is back (its actor asks for that as soon as HTTP answers again).
+            view.health = match status.health {
+                Health::Up if !status.socket_connected => Health::Suspect,
+                health => health,
+            };
             view.draining = status.draining || status.leaving;
             view.inventory_known = status.classes.is_some();
             view.classes = status.classes.clone().unwrap_or_default();

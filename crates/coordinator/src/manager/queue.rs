@@ -367,11 +367,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_takes_no_job_while_its_event_socket_is_down() {
+        let node = closed_port_node();
+        {
+            let mut status = node.status();
+            status.health = scheduler::Health::Up;
+            status.classes = Some(Arc::default());
+        }
+        assert_eq!(node.view().health, scheduler::Health::Suspect);
+        assert!(!scheduler::eligibility::is_available(&node.view()));
+        node.status().socket_connected = true;
+        assert_eq!(node.view().health, scheduler::Health::Up);
+        assert!(scheduler::eligibility::is_available(&node.view()));
+        // A node down stays down whatever its socket says.
+        node.status().health = scheduler::Health::Down;
+        assert_eq!(node.view().health, scheduler::Health::Down);
+    }
+
+    #[tokio::test]
     async fn a_node_that_refuses_the_post_is_suspect_and_gets_no_more_jobs() {
         // Port 9 on loopback (discard) is closed here, as a dead ComfyUI's port is: the POST
         // is refused before anything is sent.
         let node = closed_port_node();
-        node.status().health = scheduler::Health::Up;
+        {
+            let mut status = node.status();
+            status.health = scheduler::Health::Up;
+            status.socket_connected = true;
+        }
         let workflow = bytes::Bytes::from_static(br#"{"1": {"class_type": "X", "inputs": {}}}"#);
         let error = tasks::post_prompt(&node, &workflow, None, Uuid::new_v4(), None)
             .await
