@@ -148,6 +148,18 @@ fn envelopes_are_named_by_the_strict_parse_and_unwrapped_on_request() {
     // A graph whose node happens to be called "prompt" is not an envelope.
     let graph = br#"{"prompt": {"class_type": "SaveImage", "inputs": {}}}"#;
     assert_eq!(Workflow::parse_unwrapping(graph).unwrap().1, None);
+
+    // Two graphs, one under `prompt` and one under `workflow`: which was meant is a guess.
+    let both = br#"{"prompt": {"1": {"class_type": "SaveImage", "inputs": {}}}, "workflow": {"2": {"class_type": "SaveImage", "inputs": {}}}}"#;
+    let err = Workflow::parse_unwrapping(both).unwrap_err();
+    assert_eq!(err, WorkflowError::AmbiguousEnvelope);
+    assert!(err.to_string().contains("send one of them"), "{err}");
+    // An editor graph kept under `extra_data` beside `prompt` is no second graph.
+    let with_editor = br#"{"prompt": {"1": {"class_type": "SaveImage", "inputs": {}}}, "extra_data": {"extra_pnginfo": {"workflow": {"nodes": []}}}}"#;
+    assert_eq!(
+        Workflow::parse_unwrapping(with_editor).unwrap().1,
+        Some(Envelope::PromptBody)
+    );
 }
 
 #[test]

@@ -9,6 +9,14 @@ use crate::config::{DeviceType, GpuConfig};
 /// Bytes of activation memory per image pixel (x batch) during sampling (rough SD-family figure).
 pub const ACTIVATION_BYTES_PER_PIXEL: u64 = 2_500;
 
+/// Bytes of activation memory per pixel and frame when a video model samples.
+///
+/// Video models compress time as well as space (Wan 2.1 and HunyuanVideo: 4 frames and 8×8
+/// pixels per latent, 2×2 latents per token), and their attention runs in tiles, so a 480p
+/// clip of 81 frames samples in a few GiB: Wan 2.1 1.3B is published as needing about 8 GiB
+/// in all for it, weights included.
+pub const VIDEO_ACTIVATION_BYTES_PER_PIXEL: u64 = 100;
+
 /// Residency of model files on the device.
 #[derive(Debug, Clone)]
 pub struct GpuState {

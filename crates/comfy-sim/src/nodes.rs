@@ -34,8 +34,11 @@ pub enum Out {
         w: u32,
         /// Height in pixels.
         h: u32,
-        /// Batch size.
+        /// Batch size (times the frames of a video).
         b: u32,
+        /// Whether the frames are a video's, sampled by a video model that compresses time
+        /// and needs far less memory per pixel-frame than an image model per image pixel.
+        video: bool,
     },
     /// An integer.
     Int(i64),
@@ -163,9 +166,9 @@ impl Inputs<'_> {
         })
     }
 
-    fn first_latent(&self) -> Option<(u32, u32, u32)> {
+    fn first_latent(&self) -> Option<(u32, u32, u32, bool)> {
         self.links.values().find_map(|v| match v {
-            Out::Latent { w, h, b } => Some((*w, *h, *b)),
+            Out::Latent { w, h, b, video } => Some((*w, *h, *b, *video)),
             _ => None,
         })
     }
@@ -188,7 +191,11 @@ impl Inputs<'_> {
 fn image_or_latent_size(inputs: &Inputs<'_>) -> (u32, u32, u32, u32) {
     inputs
         .first_image()
-        .or_else(|| inputs.first_latent().map(|(w, h, b)| (w, h, b, 0x808080)))
+        .or_else(|| {
+            inputs
+                .first_latent()
+                .map(|(w, h, b, _)| (w, h, b, 0x808080))
+        })
         .unwrap_or((512, 512, 1, 0x808080))
 }
 
@@ -217,9 +224,10 @@ pub fn plan(
     models.extend(p.loads.iter().map(|(_, n)| n.clone()));
 
     let return_types = catalogue::return_types(info);
+    let video = inputs.first_latent().is_some_and(|(.., video)| video);
     let generic = |t: &Value| match t.as_str() {
         Some("IMAGE") | Some("MASK") => Out::Image { w, h, b, color },
-        Some("LATENT") => Out::Latent { w, h, b },
+        Some("LATENT") => Out::Latent { w, h, b, video },
         Some("INT") => Out::Int(0),
         Some("FLOAT") => Out::Float(0.0),
         Some("STRING") => Out::Text(String::new()),
@@ -253,9 +261,10 @@ pub fn plan(
                 dim(inputs.get_int("height", 512)),
             );
             let b = dim(inputs.get_int("batch_size", 1)) * frames;
+            let video = c.contains("Video");
             p.outputs = return_types
                 .iter()
-                .map(|_| Out::Latent { w, h, b })
+                .map(|_| Out::Latent { w, h, b, video })
                 .collect();
         }
         "LoadImage" | "LoadImageMask" | "LoadImageOutput" => {
@@ -326,7 +335,7 @@ pub fn plan(
             p.outputs = vec![resized(class, nw, nh, b, color)];
         }
         "VAEDecode" | "VAEDecodeTiled" => {
-            let (lw, lh, lb) = inputs.first_latent().unwrap_or((w, h, b));
+            let (lw, lh, lb, _) = inputs.first_latent().unwrap_or((w, h, b, false));
             p.outputs = vec![Out::Image {
                 w: lw,
                 h: lh,
@@ -336,7 +345,12 @@ pub fn plan(
             p.work_seconds = cfg.seconds_per_step * 4.0 * mp(lw, lh, lb) / 0.262144;
         }
         "VAEEncode" => {
-            p.outputs = vec![Out::Latent { w, h, b }];
+            p.outputs = vec![Out::Latent {
+                w,
+                h,
+                b,
+                video: false,
+            }];
         }
         "GetImageSize" => {
             p.outputs = vec![Out::Int(w as i64), Out::Int(h as i64), Out::Int(b as i64)];
@@ -357,7 +371,7 @@ pub fn plan(
             p.work_seconds = cfg.seconds_per_megapixel * 5.0 * mp(w, h, b);
         }
         "SaveLatent" => {
-            let (lw, lh, lb) = inputs.first_latent().unwrap_or((w, h, b));
+            let (lw, lh, lb, _) = inputs.first_latent().unwrap_or((w, h, b, false));
             p.save = Some(Save::Latent {
                 prefix: inputs.get_str("filename_prefix", "latents/ComfyUI"),
                 w: lw,
@@ -382,12 +396,15 @@ pub fn plan(
         .iter()
         .any(|(n, _)| n == "steps")
     {
-        let (lw, lh, lb) = inputs.first_latent().unwrap_or((w, h, b));
+        let (lw, lh, lb, video) = inputs.first_latent().unwrap_or((w, h, b, false));
         p.steps = inputs.get_int("steps", 20).clamp(1, 10_000) as u32;
         p.step_seconds = cfg.seconds_per_step * (lw as f64 * lh as f64 * lb as f64) / 262_144.0;
         p.needs = models;
-        p.activation_bytes = (lw as u64 * lh as u64 * lb as u64)
-            .saturating_mul(crate::gpu::ACTIVATION_BYTES_PER_PIXEL);
+        p.activation_bytes = (lw as u64 * lh as u64 * lb as u64).saturating_mul(if video {
+            crate::gpu::VIDEO_ACTIVATION_BYTES_PER_PIXEL
+        } else {
+            crate::gpu::ACTIVATION_BYTES_PER_PIXEL
+        });
         p.work_seconds = 0.0;
     }
     p
@@ -395,7 +412,12 @@ pub fn plan(
 
 fn resized(class: &str, w: u32, h: u32, b: u32, color: u32) -> Out {
     if class.starts_with("Latent") {
-        Out::Latent { w, h, b }
+        Out::Latent {
+            w,
+            h,
+            b,
+            video: false,
+        }
     } else {
         Out::Image { w, h, b, color }
     }

@@ -146,6 +146,37 @@ async fn a_model_larger_than_the_gpu_fails_with_torch_oom() {
 }
 
 #[tokio::test]
+async fn video_frames_take_far_less_memory_than_a_batch_of_images_of_the_same_pixels() {
+    let node = node_with(gpu_node(16)).await;
+    // 33 frames of 832×480, as the shared Wan 2.1 workflow samples: a video model holds them
+    // in a few GiB, where 33 images of that size would need about 30.
+    let with_latent = |latent: Value| {
+        let mut body = txt2img("a.safetensors", 5, 1);
+        body["prompt"]["5"] = latent;
+        body
+    };
+    let video = with_latent(json!({"class_type": "EmptyHunyuanLatentVideo",
+        "inputs": {"width": 832, "height": 480, "length": 33, "batch_size": 1}}));
+    let frames = run(&node, &video).await;
+    assert!(
+        types(&frames).contains(&"execution_success".to_string()),
+        "{:?}",
+        types(&frames)
+    );
+    let images = with_latent(json!({"class_type": "EmptyLatentImage",
+        "inputs": {"width": 832, "height": 480, "batch_size": 33}}));
+    let frames = run(&node, &images).await;
+    let err = frames.iter().find_map(|g| match g {
+        Got::Text(v) if v["type"] == "execution_error" => Some(v["data"].clone()),
+        _ => None,
+    });
+    assert_eq!(
+        err.expect("an execution_error")["exception_type"],
+        "torch.OutOfMemoryError"
+    );
+}
+
+#[tokio::test]
 async fn injected_faults_fail_prompts_and_routes() {
     let node = node_with(gpu_node(24)).await;
     node.set_faults(FaultConfig {

@@ -67,7 +67,9 @@ pub async fn connect(endpoint: &str) -> Result<Channel> {
         format!("http://{endpoint}")
     };
     Channel::from_shared(uri.clone())
-        .with_context(|| format!("bad coordinator address {endpoint:?}"))?
+        .map_err(|error| {
+            exit::UsageError(format!("bad coordinator address {endpoint:?}: {error}"))
+        })?
         .connect()
         .await
         .map_err(|error| {
@@ -101,12 +103,16 @@ pub async fn read_workflow(path: &Path) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut bytes)
             .await
-            .context("cannot read the workflow from standard input")?;
+            .map_err(|error| {
+                exit::UsageError(format!(
+                    "cannot read the workflow from standard input: {error}"
+                ))
+            })?;
         return Ok(bytes);
     }
-    tokio::fs::read(path)
-        .await
-        .with_context(|| format!("cannot read {}", path.display()))
+    tokio::fs::read(path).await.map_err(|error| {
+        exit::UsageError(format!("cannot read {}: {error}", path.display())).into()
+    })
 }
 
 /// Submits a workflow; with `wait`, follows it to its end. Returns the exit code.

@@ -8,8 +8,8 @@ use fleet_proto::v1::FailureClass;
 pub const OK: u8 = 0;
 /// The coordinator could not be reached, or answered with an unexpected error.
 pub const UNAVAILABLE: u8 = 1;
-/// Command-line usage error (clap's own code).
-#[allow(dead_code)]
+/// Command-line usage error (clap's own code), a file named that cannot be read, or a
+/// malformed coordinator address.
 pub const USAGE: u8 = 2;
 /// The coordinator refused the request: invalid workflow, unknown job, missing class or model.
 pub const REFUSED: u8 = 3;
@@ -24,6 +24,19 @@ pub const NODE_FAILED: u8 = 6;
 pub const CANCELLED: u8 = 7;
 /// The job passed its deadline.
 pub const DEADLINE: u8 = 8;
+
+/// A mistake in what the user gave the command, as opposed to a coordinator that failed:
+/// the command exits with [`USAGE`].
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Standard output was closed before the command finished (`comfyfleet jobs | head`): the
 /// shell's code for a process ended by SIGPIPE. A job being followed goes on running.

@@ -129,8 +129,8 @@ struct JobsArgs {
     /// Only jobs of this tenant.
     #[arg(long, default_value = "")]
     tenant: String,
-    /// At most this many jobs.
-    #[arg(long, default_value_t = 50)]
+    /// At most this many jobs (1 to 1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
     #[command(flatten)]
     client: ClientArgs,
@@ -170,7 +170,11 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(exit::UNAVAILABLE)
+            if error.downcast_ref::<exit::UsageError>().is_some() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::from(exit::UNAVAILABLE)
+            }
         }
     }
 }

@@ -54,10 +54,12 @@ fn the_commands_the_banner_prints_work_as_pasted() {
             }
             "submit" => {
                 // Without a terminal the display is plain lines: the node, the steps, the file.
-                // That the job is queued is said once, by the submission line.
+                // That the job is queued is said once, by the submission line (a retry after
+                // an out-of-memory failure on the small GPU queues it again, and says so).
                 let queued_lines: Vec<&str> = out
                     .stdout
                     .lines()
+                    .take_while(|line| !line.contains("retrying"))
                     .filter(|line| line.contains("queue"))
                     .collect();
                 assert_eq!(queued_lines.len(), 1, "{}", out.stdout);
@@ -303,15 +305,29 @@ fn refusals_failures_and_bad_addresses_have_their_exit_codes() {
     let out = up.run(&["cancel", "not-a-job"]);
     assert_eq!(out.code, Some(3), "{}", out.both());
 
-    // Nothing listens on port 1; a malformed address is no better.
-    for addr in ["http://127.0.0.1:1", "http://bad host:50051"] {
+    // Nothing listens on port 1: the coordinator cannot be reached. A malformed address is
+    // the caller's mistake, a usage error, like clap's own.
+    for (addr, code) in [
+        ("http://127.0.0.1:1", 1),
+        ("http://bad host:50051", 2),
+        ("http://[::1", 2),
+    ] {
         let out = run_in(up.dir.path(), &["nodes", "--addr", addr]);
-        assert_eq!(out.code, Some(1), "{addr}: {}", out.both());
+        assert_eq!(out.code, Some(code), "{addr}: {}", out.both());
         assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
     }
-    // A usage error is clap's 2.
     let out = run_in(up.dir.path(), &["submit"]);
     assert_eq!(out.code, Some(2), "{}", out.both());
+    // So is a workflow file that cannot be read, and a limit of no jobs.
+    for args in [
+        &["submit", "no-such-workflow.json"][..],
+        &["submit", "."][..],
+        &["jobs", "--limit", "0"][..],
+    ] {
+        let out = up.run(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.both());
+        assert!(out.stderr.contains("error"), "{}", out.stderr);
+    }
 }
 
 #[test]

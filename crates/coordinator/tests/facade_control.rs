@@ -239,6 +239,16 @@ async fn a_global_interrupt_stops_only_the_callers_own_jobs() {
     let (status, _) = fleet.outcome("alice-job").await;
     assert_eq!(status, "success", "alice's job was left alone");
 
+    // Python's `int` has no bound, so ComfyUI takes a huge max_items as "all of history";
+    // both finished jobs are listed, and a negative one lists none.
+    for max_items in ["99999999999999999999", "9223372036854775807"] {
+        let history = fleet.get(&format!("/history?max_items={max_items}")).await;
+        let ids = history.as_object().expect("an object").keys().count();
+        assert_eq!(ids, 2, "max_items={max_items}: {history}");
+    }
+    let history = fleet.get("/history?max_items=-99999999999999999999").await;
+    assert_eq!(history, json!({}));
+
     // /free is forwarded to the node, which unloads its models.
     assert_eq!(
         fleet.post("/free", json!({"unload_models": true})).await,

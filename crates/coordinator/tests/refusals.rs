@@ -167,3 +167,63 @@ async fn a_workflow_without_output_node_is_refused_at_submit() {
     assert_eq!(body, captured["body"]);
     fleet.coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_tenants_and_two_graphs_are_refused_and_an_upper_case_job_id_is_found() {
+    let fleet =
+        support::start_sim_fleet(vec![SimConfig::named("gpu-0").with_time_scale(0.0)]).await;
+    let mut jobs = client(&fleet).await;
+    for tenant in ["  ", "team-a ", "\u{a0}team-a"] {
+        let mut blank = request(image_workflow(3));
+        blank.tenant = tenant.into();
+        let status = jobs.submit_job(blank).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("whitespace"),
+            "{}",
+            status.message()
+        );
+    }
+
+    let graph = |color| serde_json::from_slice::<Value>(&image_workflow(color)).expect("JSON");
+    let both = json!({"prompt": graph(4), "workflow": graph(5)});
+    let status = jobs
+        .submit_job(request(serde_json::to_vec(&both).expect("JSON")))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("send one of them"),
+        "{}",
+        status.message()
+    );
+
+    let id = jobs
+        .submit_job(request(image_workflow(6)))
+        .await
+        .expect("accepted")
+        .into_inner()
+        .job_id;
+    let found = jobs
+        .get_job(pb::GetJobRequest {
+            job_id: id.to_uppercase(),
+        })
+        .await
+        .expect("the same job in upper case")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(found.id, id, "answered in the canonical spelling");
+    let status = jobs
+        .get_job(pb::GetJobRequest {
+            job_id: id.replace('-', ""),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("8-4-4-4-12"),
+        "{}",
+        status.message()
+    );
+}

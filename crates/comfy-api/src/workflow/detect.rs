@@ -75,6 +75,9 @@ pub(super) fn envelope(text: &str) -> Result<Option<(Envelope, &str)>, WorkflowE
         return Ok(Some((Envelope::RunPodInput, graph)));
     }
     if let Some(graph) = top.get("prompt").and_then(|w| wrapped_graph(w)) {
+        if top.get("workflow").and_then(|w| wrapped_graph(w)).is_some() {
+            return Err(WorkflowError::AmbiguousEnvelope);
+        }
         return Ok(Some((Envelope::PromptBody, graph)));
     }
     if top.len() == 1

@@ -56,6 +56,12 @@ pub enum WorkflowError {
         "this is a subgraph blueprint (`definitions.subgraphs`), an editor building block that cannot run: place it in a workflow, then export that workflow with \"Export (API)\""
     )]
     SubgraphBlueprint,
+    /// A `/prompt` body that also carries a graph under `workflow`: which one to run is a
+    /// guess, so neither is.
+    #[error(
+        "both `prompt` and `workflow` hold a graph: send one of them (a `/prompt` body runs `prompt`)"
+    )]
+    AmbiguousEnvelope,
     /// A known envelope around the workflow (only from the strict parse).
     #[error("the workflow is wrapped in {0}: submit the inner graph, or use the unwrapping parse")]
     Wrapped(Envelope),

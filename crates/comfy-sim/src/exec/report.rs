@@ -26,7 +26,7 @@ pub(super) fn current_inputs_of(
             Out::Image { w, h, b, .. } => {
                 format!("tensor(<simulated image batch of shape [{b}, {h}, {w}, 3]>)")
             }
-            Out::Latent { w, h, b } => format!(
+            Out::Latent { w, h, b, .. } => format!(
                 "{{'samples': tensor(<simulated latent of shape [{b}, 4, {}, {}]>)}}",
                 h / 8,
                 w / 8

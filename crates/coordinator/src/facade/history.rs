@@ -136,10 +136,18 @@ pub(crate) async fn get_history(
     State(facade): State<Arc<Facade>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    // ComfyUI reads these with Python's `int`, which has no upper bound: a number too large
+    // for 64 bits is taken as the largest (all of history), not as an error.
     let parse = |key: &str| -> Result<Option<i64>, ()> {
         query
             .get(key)
-            .map(|v| v.trim().parse::<i64>().map_err(|_| ()))
+            .map(|v| {
+                v.trim().parse::<i64>().or_else(|error| match error.kind() {
+                    std::num::IntErrorKind::PosOverflow => Ok(i64::MAX),
+                    std::num::IntErrorKind::NegOverflow => Ok(i64::MIN),
+                    _ => Err(()),
+                })
+            })
             .transpose()
     };
     let (Ok(max_items), Ok(offset)) = (parse("max_items"), parse("offset")) else {
@@ -154,7 +162,7 @@ pub(crate) async fn get_history(
     // ComfyUI: a negative offset with max_items means "the newest max_items".
     if offset < 0 {
         offset = match max_items {
-            Some(n) => (len - n).max(0),
+            Some(n) => len.saturating_sub(n).max(0),
             None => 0,
         };
     }

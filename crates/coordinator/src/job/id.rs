@@ -51,9 +51,10 @@ impl FromStr for JobId {
     type Err = JobError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // Only the canonical hyphenated form is accepted, so one job has one spelling.
+        // Only the hyphenated form is accepted, so one job has one spelling up to case; its
+        // hex digits may be either case, as RFC 9562 asks of UUIDs read as input.
         let uuid = Uuid::try_parse(s).map_err(|_| JobError::BadJobId(s.to_owned()))?;
-        if uuid.hyphenated().to_string() != s {
+        if !uuid.hyphenated().to_string().eq_ignore_ascii_case(s) {
             return Err(JobError::BadJobId(s.to_owned()));
         }
         Ok(Self(uuid))
@@ -74,10 +75,14 @@ mod tests {
     }
 
     #[test]
-    fn job_id_refuses_non_canonical_text() {
+    fn job_id_refuses_other_forms_and_ignores_case() {
         let id = JobId::new();
         let upper = id.to_string().to_uppercase();
-        assert!(upper.parse::<JobId>().is_err(), "uppercase must be refused");
+        assert_eq!(
+            upper.parse::<JobId>().expect("hex digits in upper case"),
+            id,
+            "the same job in either case"
+        );
         let simple = id.as_uuid().simple().to_string();
         assert!(
             simple.parse::<JobId>().is_err(),

@@ -242,6 +242,19 @@ impl JobApi {
             request.tenant
         };
         check_name("tenant", &tenant)?;
+        // Tenants are accounted and listed by exact name: "  " or "team-a " would be a
+        // tenant of their own that nobody means.
+        if tenant.trim() != tenant {
+            return Err(Status::invalid_argument(format!(
+                "tenant {:?} starts or ends with whitespace{}",
+                echo(&tenant),
+                if tenant.trim().is_empty() {
+                    "; leave it empty for \"default\""
+                } else {
+                    ""
+                }
+            )));
+        }
         check_name("idempotency_key", &request.idempotency_key)?;
         let mut labels = Labels::new();
         for (key, value) in request.required_labels {
@@ -459,7 +472,10 @@ fn check_name(what: &str, value: &str) -> Result<(), Status> {
 
 fn parse_job_id(text: &str) -> Result<JobId, Status> {
     text.parse::<JobId>().map_err(|_| {
-        Status::invalid_argument(format!("job_id {:?} is not a job id (a UUID)", echo(text)))
+        Status::invalid_argument(format!(
+            "job_id {:?} is not a job id (a UUID written 8-4-4-4-12 with hyphens)",
+            echo(text)
+        ))
     })
 }
 
