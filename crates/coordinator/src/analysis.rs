@@ -124,6 +124,21 @@ pub fn surely_has_no_output<'a>(mut classes: impl Iterator<Item = &'a str>) -> b
     classes.all(|class| NON_OUTPUT_CLASSES.contains(&class))
 }
 
+/// Whether `partial_execution_targets` leave nothing to run in `graph`: none of them names a
+/// node that may be an output (ComfyUI then answers "Prompt has no outputs"). A graph that
+/// does not parse counts as runnable; its own error is reported elsewhere.
+pub fn targets_leave_no_output(graph: &[u8], targets: &[String]) -> bool {
+    let Ok(workflow) = Workflow::parse(graph) else {
+        return false;
+    };
+    surely_has_no_output(
+        targets
+            .iter()
+            .filter_map(|id| workflow.node(id))
+            .map(|node| node.class_type.as_str()),
+    )
+}
+
 /// Parses and analyses a submitted workflow.
 ///
 /// # Errors

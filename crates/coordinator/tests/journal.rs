@@ -271,6 +271,46 @@ async fn paging_returns_every_matching_job_once_newest_first() {
         store.list(bad).await,
         Err(JournalError::BadPageToken(_))
     ));
+    // A token is good only for the listing that issued it.
+    let first = |tenant: Option<&str>, states: Vec<JobState>| ListQuery {
+        states,
+        tenant: tenant.map(str::to_owned),
+        page_size: 1,
+        ..ListQuery::default()
+    };
+    let token = store
+        .list(first(
+            Some("team-a"),
+            vec![JobState::Queued, JobState::Running],
+        ))
+        .await
+        .expect("list")
+        .next_page_token
+        .expect("more than one page");
+    let next = |tenant: Option<&str>, states: Vec<JobState>| ListQuery {
+        page_token: Some(token.clone()),
+        ..first(tenant, states)
+    };
+    // The same filters in another order are the same listing.
+    let same = next(Some("team-a"), vec![JobState::Running, JobState::Queued]);
+    store
+        .list(same)
+        .await
+        .expect("the same listing's next page");
+    for other in [
+        next(Some("team-b"), vec![JobState::Queued, JobState::Running]),
+        next(None, vec![JobState::Queued, JobState::Running]),
+        next(Some("team-a"), vec![JobState::Queued]),
+        next(Some("team-a"), vec![]),
+    ] {
+        assert!(
+            matches!(
+                store.list(other.clone()).await,
+                Err(JournalError::BadPageToken(_))
+            ),
+            "{other:?}"
+        );
+    }
     let with_workflow = ListQuery {
         page_size: 1,
         with_workflow: true,

@@ -198,6 +198,26 @@ async fn blank_tenants_and_two_graphs_are_refused_and_an_upper_case_job_id_is_fo
         status.message()
     );
 
+    // Targets that name no output node leave nothing to run: refused at once, as the HTTP
+    // facade does; a target that is the graph's output is fine.
+    for targets in [json!(["nope"]), json!(["1"])] {
+        let body = json!({"prompt": graph(7), "partial_execution_targets": targets});
+        let status = jobs
+            .submit_job(request(serde_json::to_vec(&body).expect("JSON")))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("name no output node"),
+            "{}",
+            status.message()
+        );
+    }
+    let body = json!({"prompt": graph(8), "partial_execution_targets": ["2"]});
+    jobs.submit_job(request(serde_json::to_vec(&body).expect("JSON")))
+        .await
+        .expect("a target that saves the image");
+
     let id = jobs
         .submit_job(request(image_workflow(6)))
         .await

@@ -130,14 +130,9 @@ async fn queue_prompt(facade: &Arc<Facade>, body: Bytes) -> Response {
     if let Some(targets) = extras
         .as_ref()
         .and_then(|extras| extras.partial_execution_targets.as_ref())
+        && analysis::targets_leave_no_output(&graph_bytes, targets)
     {
-        let targeted = targets
-            .iter()
-            .filter_map(|id| nodes.get(id))
-            .filter_map(|node| node.get("class_type").and_then(Value::as_str));
-        if analysis::surely_has_no_output(targeted) {
-            return error_400("prompt_no_outputs", "Prompt has no outputs", "");
-        }
+        return error_400("prompt_no_outputs", "Prompt has no outputs", "");
     }
     let analysed = match analysis::analyse(&graph_bytes) {
         Ok(analysed) => analysed,

@@ -346,10 +346,13 @@ fn list_page(conn: &Connection, query: &ListQuery) -> Result<JobPage, JournalErr
     // Build the filter; every value is bound, never spliced.
     let mut clauses = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let filters = filters_fingerprint(query);
     if let Some(token) = &query.page_token {
         let before: i64 = token
             .strip_prefix("s")
-            .and_then(|n| n.parse().ok())
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(_, mark)| u32::from_str_radix(mark, 16).ok() == Some(filters))
+            .and_then(|(n, _)| n.parse().ok())
             .filter(|n| *n > 0)
             .ok_or_else(|| JournalError::BadPageToken(token.clone()))?;
         clauses.push("seq < ?".to_owned());
@@ -400,11 +403,40 @@ fn list_page(conn: &Connection, query: &ListQuery) -> Result<JobPage, JournalErr
     Ok(JobPage {
         jobs,
         next_page_token: if more {
-            last_seq.map(|s| format!("s{s}"))
+            last_seq.map(|s| format!("s{s}.{filters:08x}"))
         } else {
             None
         },
     })
+}
+
+/// A mark of a listing's filters (tenant and states), carried in its page tokens: a token is
+/// only good for the listing that issued it, and the next page of another listing would
+/// silently skip or repeat jobs. FNV-1a, so the mark is the same in every build.
+fn filters_fingerprint(query: &ListQuery) -> u32 {
+    let mut states: Vec<&str> = query.states.iter().map(|state| state.as_str()).collect();
+    states.sort_unstable();
+    states.dedup();
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u32::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+    };
+    match &query.tenant {
+        Some(tenant) => {
+            feed(b"t");
+            feed(tenant.as_bytes());
+        }
+        None => feed(b"-"),
+    }
+    for state in states {
+        // A separator no state or tenant contains, so the parts cannot run together.
+        feed(b"\0");
+        feed(state.as_bytes());
+    }
+    hash
 }
 
 /// Runs a query returning any number of jobs.

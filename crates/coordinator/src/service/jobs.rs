@@ -299,6 +299,18 @@ impl JobApi {
         };
         let extras =
             with_extra_data_field(extras, &request.extra_data, self.limits.max_workflow_bytes)?;
+        // Refused here as the HTTP facade refuses it, rather than failing on a node later.
+        if let Some(targets) = extras
+            .as_ref()
+            .and_then(|extras| extras.partial_execution_targets.as_ref())
+            && crate::analysis::targets_leave_no_output(&analysed.forward, targets)
+        {
+            return Err(Status::invalid_argument(format!(
+                "partial_execution_targets {:?} name no output node of the workflow, so \
+                 nothing would run",
+                echo(&targets.join(", "))
+            )));
+        }
 
         let mut spec = JobSpec::new(analysed.forward, tenant);
         spec.extras = extras.map(Arc::new);
