@@ -202,3 +202,46 @@ async fn a_node_back_from_an_outage_gets_work_only_with_its_event_socket_back() 
         back.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_twice_on_the_largest_gpu_ends_the_job() {
+    // One GPU, holding a checkpoint larger than its VRAM under a name the coordinator cannot
+    // size: every attempt runs out of memory, and there is no larger GPU to move to.
+    let mut only = sim_config("only", 0.05);
+    only.gpu = comfy_sim::GpuConfig::cuda("NVIDIA GeForce RTX 3060", 8 * GIB);
+    for folder in &mut only.models {
+        folder
+            .files
+            .retain(|file| file.name != "dreamshaper_8.safetensors");
+    }
+    let only = only.with_model(
+        "checkpoints",
+        ModelFile {
+            name: "dreamshaper_8.safetensors".into(),
+            size: Some(12 * GIB),
+            load_seconds: None,
+        },
+    );
+    let fleet = TestFleet::start(vec![only]).await;
+    let id = fleet
+        .submit(&sd15_workflow(4, fresh_seed()))
+        .await
+        .expect("submit");
+    let watched = fleet.watch_to_end(&id).await;
+    let failure = watched.failure();
+    assert_eq!(
+        failure.failure_class(),
+        pb::FailureClass::OutOfMemory,
+        "{failure:?}"
+    );
+    assert!(
+        failure
+            .message
+            .contains("out of memory twice on the largest GPU in the fleet, 8 GiB"),
+        "{}",
+        failure.message
+    );
+    // One retry after the node freed its memory, not every allowed attempt.
+    assert_eq!(count(&watched, "retrying"), 1, "{:?}", watched.kinds());
+    assert_eq!(fleet.get(&id).await.attempt, 2);
+}

@@ -99,19 +99,28 @@ impl Manager {
         // the same size: the VRAM estimate made at submit was too low. When the fleet has a
         // larger GPU, the retry must need more VRAM than the failing one has, so placement
         // moves it up instead of burning every attempt on the same node.
-        let oom_vram_floor = match &end {
-            AttemptEnd::Failed(failure) if failure.class == FailureClass::OutOfMemory => {
-                self.fleet.get(node_name).and_then(|failed| {
-                    let failed_vram = failed.view().vram_total;
-                    self.fleet
-                        .nodes()
-                        .iter()
-                        .any(|other| other.view().vram_total > failed_vram)
-                        .then_some(failed_vram.saturating_add(1))
-                })
-            }
+        // On the fleet's largest GPU there is nowhere to move up to: one retry there is allowed
+        // (the node frees its memory after the failure, and another job's leftovers may have
+        // been the cause), a second such failure ends the job.
+        let oom = matches!(&end, AttemptEnd::Failed(failure) if failure.class == FailureClass::OutOfMemory);
+        let failed_vram = if oom {
+            self.fleet
+                .get(node_name)
+                .map(|failed| failed.view().vram_total)
+        } else {
+            None
+        };
+        let larger_exists = failed_vram.map(|failed_vram| {
+            self.fleet
+                .nodes()
+                .iter()
+                .any(|other| other.view().vram_total > failed_vram)
+        });
+        let oom_vram_floor = match (failed_vram, larger_exists) {
+            (Some(failed_vram), Some(true)) => Some(failed_vram.saturating_add(1)),
             _ => None,
         };
+        let oom_on_largest = larger_exists == Some(false);
         let Some(live) = self.live.get_mut(&id) else {
             return;
         };
@@ -224,7 +233,10 @@ impl Manager {
                             vec![JobEvent::Cancelled { reason }],
                             "cancelled",
                         )
-                    } else if failure.retryable && attempt < self.settings.max_attempts {
+                    } else if failure.retryable
+                        && attempt < self.settings.max_attempts
+                        && !(oom_on_largest && live.oom_on_largest)
+                    {
                         let reason = failure.message.clone();
                         info!(attempt, %reason, "retrying");
                         self.metrics
@@ -247,6 +259,7 @@ impl Manager {
                             info!(vram_need = floor, "out of memory; retry needs a larger GPU");
                             live.vram_need = live.vram_need.max(floor);
                         }
+                        live.oom_on_largest |= oom_on_largest;
                         if self.queue.insert(key) {
                             self.admission.joined(&live.job.spec.tenant);
                         }
@@ -271,7 +284,15 @@ impl Manager {
                         return;
                     } else {
                         let mut failure = failure;
-                        if failure.retryable {
+                        if failure.retryable && oom_on_largest && live.oom_on_largest {
+                            let gib =
+                                failed_vram.unwrap_or_default() as f64 / f64::from(1u32 << 30);
+                            failure.message = format!(
+                                "{} (out of memory twice on the largest GPU in the fleet, \
+                                 {gib:.0} GiB: no node can run it)",
+                                failure.message
+                            );
+                        } else if failure.retryable {
                             failure.message =
                                 format!("{} (gave up after {attempt} attempts)", failure.message);
                         }

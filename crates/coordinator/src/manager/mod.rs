@@ -283,6 +283,9 @@ struct Live {
     /// Estimated VRAM need in bytes (weights and activations, see
     /// [`crate::analysis::job_view`]); raised after an out-of-memory failure.
     vram_need: u64,
+    /// Whether an attempt already ran out of memory on a GPU no other in the fleet is larger
+    /// than; a second such failure ends the job instead of another retry.
+    oom_on_largest: bool,
     log: Arc<EventLog>,
     submitted: Instant,
     dispatched: Option<Instant>,
@@ -325,6 +328,7 @@ impl Live {
             arrival,
             needs,
             vram_need,
+            oom_on_largest: false,
             log,
             submitted: Instant::now(),
             dispatched: None,
