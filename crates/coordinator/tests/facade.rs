@@ -383,6 +383,36 @@ async fn an_upload_reaches_the_node_that_runs_the_prompt_using_it() {
         on_node(sim),
         "node {ran_on} received the upload before the prompt"
     );
+
+    // An upload into a subfolder named like a node reads back from that subfolder, as from
+    // ComfyUI, rather than from the node.
+    let kept = client
+        .upload_image(&comfy_api::UploadImage {
+            filename: "kept.png".to_owned(),
+            bytes: bytes::Bytes::from_static(TINY_PNG),
+            subfolder: Some("gpu-0".to_owned()),
+            image_type: None,
+            overwrite: false,
+        })
+        .await
+        .expect("upload into a subfolder");
+    assert_eq!(kept.subfolder, "gpu-0");
+    let view = client
+        .view(&comfy_api::ViewRequest {
+            filename: "kept.png".to_owned(),
+            image_type: Some(comfy_api::ImageType::Input),
+            subfolder: Some("gpu-0".to_owned()),
+            preview: None,
+            channel: None,
+        })
+        .await
+        .expect("the upload reads back");
+    let mut body = view.body;
+    let mut bytes = Vec::new();
+    while let Some(piece) = futures_util::StreamExt::next(&mut body).await {
+        bytes.extend_from_slice(&piece.expect("body"));
+    }
+    assert_eq!(bytes, TINY_PNG);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

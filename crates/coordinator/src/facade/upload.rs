@@ -168,6 +168,16 @@ impl UploadStore {
     }
 
     /// Serves a stored input file (for `/view?type=input`).
+    /// Whether the store holds `name` in `subfolder` of its inputs.
+    pub(crate) async fn holds(&self, subfolder: &str, name: &str) -> bool {
+        match self.dir("input", subfolder) {
+            Some(dir) => tokio::fs::metadata(dir.join(name))
+                .await
+                .is_ok_and(|meta| meta.is_file()),
+            None => false,
+        }
+    }
+
     pub(crate) async fn serve(&self, subfolder: &str, name: &str) -> Response {
         let Some(dir) = self.dir("input", subfolder) else {
             return StatusCode::FORBIDDEN.into_response();

@@ -4,8 +4,9 @@
 //! first segment picks the node, the rest is the node's real subfolder. ComfyUI's checks come
 //! first and in its order: no `filename` 404, a ` [type]` suffix overrides `type`, empty name
 //! 400, a name starting with `/` or containing `..` 400, unknown `type` 400, a subfolder that
-//! escapes its base 403; only the base name is used. `type=input` files whose subfolder names
-//! no node are served from the coordinator's upload store.
+//! escapes its base 403; only the base name is used. `type=input` files the coordinator's
+//! upload store holds are served from it, whatever their subfolder; other subfolders name a
+//! node first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +64,11 @@ pub(crate) async fn get_view(
     }
     let base = name.rsplit('/').next().unwrap_or(name).to_owned();
 
+    // An input uploaded to the coordinator is found under the subfolder it was uploaded to,
+    // even one whose first segment happens to name a node.
+    if image_type == ImageType::Input && facade.uploads.holds(&subfolder, &base).await {
+        return facade.uploads.serve(&subfolder, &base).await;
+    }
     let (head, rest) = match subfolder.split_once('/') {
         Some((head, rest)) => (head.to_owned(), rest.to_owned()),
         None => (subfolder.clone(), String::new()),
