@@ -83,8 +83,9 @@ pub async fn connect(endpoint: &str) -> Result<Channel> {
 /// The messages of an error and its sources joined by `: `, each said once.
 ///
 /// The transport's errors repeat their source in their own message ("tcp connect error:
-/// tcp connect error: ..."), so a message that the previous one already contains is left out.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// tcp connect error: ..."), and so do some of the coordinator's ("configuration: config:
+/// ..."), so a message that an earlier one already contains is left out.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(error);
     while let Some(error) = next {

@@ -169,7 +169,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", client::error_chain(error.as_ref()));
             if error.downcast_ref::<exit::UsageError>().is_some() {
                 ExitCode::from(exit::USAGE)
             } else {

@@ -318,6 +318,24 @@ fn refusals_failures_and_bad_addresses_have_their_exit_codes() {
     }
     let out = run_in(up.dir.path(), &["submit"]);
     assert_eq!(out.code, Some(2), "{}", out.both());
+    // A configuration error is said once, though it passes through two layers of errors.
+    let out = run_in(
+        up.dir.path(),
+        &[
+            "serve",
+            "--node",
+            "a\"b=http://127.0.0.1:1",
+            "--data-dir",
+            "bad-config",
+        ],
+    );
+    assert_eq!(out.code, Some(1), "{}", out.both());
+    assert_eq!(
+        out.stderr.matches("name must be").count(),
+        1,
+        "{}",
+        out.stderr
+    );
     // So is a workflow file that cannot be read, and a limit of no jobs.
     for args in [
         &["submit", "no-such-workflow.json"][..],
