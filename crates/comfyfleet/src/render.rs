@@ -34,6 +34,8 @@ pub struct Renderer {
     started: Instant,
     /// The job's submission time (seconds since the epoch), from its snapshot.
     origin: Option<f64>,
+    /// The stamp of the last line printed.
+    last_stamp: Duration,
     bar: Option<ProgressBar>,
     /// The ComfyUI node id the current bar counts steps of.
     bar_node: String,
@@ -67,6 +69,7 @@ impl Renderer {
             mode,
             started: Instant::now(),
             origin: None,
+            last_stamp: Duration::ZERO,
             bar: None,
             bar_node: String::new(),
             fleet_node: String::new(),
@@ -327,11 +330,26 @@ impl Renderer {
         }
     }
 
+    /// Prints a line stamped now: time since the job's submission once its snapshot told
+    /// when that was (the clock events are stamped by), else since this command started.
     fn line(&mut self, text: String) {
-        self.line_at(self.started.elapsed(), text);
+        let now = match self.origin {
+            Some(origin) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|now| Duration::try_from_secs_f64(now.as_secs_f64() - origin).ok())
+                .unwrap_or_default(),
+            None => self.started.elapsed(),
+        };
+        self.line_at(now, text);
     }
 
+    /// Prints a line stamped `at`. Stamps never go back: lines stamped by this machine's clock
+    /// and events stamped by the coordinator's can disagree by a little, and a resumed watch
+    /// mixes both.
     fn line_at(&mut self, at: Duration, text: String) {
+        let at = at.max(self.last_stamp);
+        self.last_stamp = at;
         let elapsed = format_elapsed(at);
         match (self.bar.as_ref().or(self.spinner.as_ref()), self.mode) {
             (Some(bar), _) => bar.println(format!("[{elapsed}] {text}")),
@@ -597,6 +615,38 @@ mod tests {
         assert_eq!(age(&at(1_000_000 - 2 * 86400), now), "2d");
         assert_eq!(age(&at(1_000_000 + 30), now), "0s");
         assert_eq!(age(&None, SystemTime::now()), "-");
+    }
+
+    #[test]
+    fn stamps_never_go_back() {
+        let mut renderer = Renderer::new(Mode::Plain);
+        renderer.line_at(
+            Duration::from_millis(24_800),
+            "a notice by this clock".into(),
+        );
+        renderer.line_at(
+            Duration::from_millis(24_200),
+            "an event by the coordinator's".into(),
+        );
+        assert_eq!(renderer.last_stamp, Duration::from_millis(24_800));
+        renderer.line_at(Duration::from_secs(30), "later".into());
+        assert_eq!(renderer.last_stamp, Duration::from_secs(30));
+        // Once the snapshot says when the job was submitted, lines stamped now use that
+        // origin too: a job submitted an hour ago is not at 0.0 s.
+        let hour_ago = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64
+            - 3600;
+        renderer.snapshot(&Job {
+            created_at: at(hour_ago),
+            ..Job::default()
+        });
+        assert!(
+            renderer.last_stamp >= Duration::from_secs(3599),
+            "{:?}",
+            renderer.last_stamp
+        );
     }
 
     #[test]
