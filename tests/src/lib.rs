@@ -187,6 +187,18 @@ impl Watched {
             .filter(|kind| is_terminal(kind))
     }
 
+    /// Asserts that the job ended with a Succeeded event.
+    ///
+    /// # Panics
+    /// When it did not.
+    pub fn assert_succeeded(&self) {
+        assert!(
+            matches!(self.terminal(), Some(pb::job_event::Kind::Succeeded(_))),
+            "{:?}",
+            self.kinds()
+        );
+    }
+
     /// The failure of a job that ended with a Failed event.
     ///
     /// # Panics
@@ -379,6 +391,16 @@ impl TestFleet {
     ) -> Result<String, tonic::Status> {
         let response = self.jobs().submit_job(request).await?.into_inner();
         Ok(response.job_id)
+    }
+
+    /// Submits `workflow` and watches the job to its end; returns its id and what was seen.
+    ///
+    /// # Panics
+    /// When the submission is refused, or as [`TestFleet::watch_to_end`].
+    pub async fn run(&self, workflow: &[u8]) -> (String, Watched) {
+        let id = self.submit(workflow).await.expect("submit");
+        let watched = self.watch_to_end(&id).await;
+        (id, watched)
     }
 
     /// Watches a job from its first event to the end of the stream.

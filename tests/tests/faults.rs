@@ -22,6 +22,26 @@ fn dispatched_nodes(watched: &Watched) -> Vec<String> {
         .collect()
 }
 
+/// An 8 GiB GPU whose `dreamshaper_8.safetensors` is 12 GiB, under a name the coordinator
+/// cannot size: a job using it is placed there and runs out of memory.
+fn oversized_checkpoint_on_8_gib(name: &str) -> comfy_sim::NodeConfig {
+    let mut node = sim_config(name, 0.05);
+    node.gpu = comfy_sim::GpuConfig::cuda("NVIDIA GeForce RTX 3060", 8 * GIB);
+    for folder in &mut node.models {
+        folder
+            .files
+            .retain(|file| file.name != "dreamshaper_8.safetensors");
+    }
+    node.with_model(
+        "checkpoints",
+        ModelFile {
+            name: "dreamshaper_8.safetensors".into(),
+            size: Some(12 * GIB),
+            load_seconds: None,
+        },
+    )
+}
+
 fn count(watched: &Watched, kind: &str) -> usize {
     watched.kinds().iter().filter(|k| **k == kind).count()
 }
@@ -106,21 +126,7 @@ async fn a_run_time_error_fails_with_the_node_error_and_is_not_retried() {
 async fn out_of_memory_on_a_small_gpu_moves_to_the_big_one() {
     // The small GPU holds a checkpoint larger than its VRAM under a name the coordinator
     // cannot size, so the job is placed there and runs out of memory.
-    let mut small = sim_config("small", 0.05);
-    small.gpu = comfy_sim::GpuConfig::cuda("NVIDIA GeForce RTX 3060", 8 * GIB);
-    for folder in &mut small.models {
-        folder
-            .files
-            .retain(|file| file.name != "dreamshaper_8.safetensors");
-    }
-    let small = small.with_model(
-        "checkpoints",
-        ModelFile {
-            name: "dreamshaper_8.safetensors".into(),
-            size: Some(12 * GIB),
-            load_seconds: None,
-        },
-    );
+    let small = oversized_checkpoint_on_8_gib("small");
     let big = sim_config("big", 0.05);
     let fleet = TestFleet::start(vec![small, big]).await;
 
@@ -178,16 +184,8 @@ async fn a_node_back_from_an_outage_gets_work_only_with_its_event_socket_back() 
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     sim.restart().await.expect("restart the node");
     let back = std::time::Instant::now();
-    let id = fleet
-        .submit(&sd15_workflow(4, fresh_seed()))
-        .await
-        .expect("submit");
-    let watched = fleet.watch_to_end(&id).await;
-    assert!(
-        matches!(watched.terminal(), Some(Kind::Succeeded(_))),
-        "{:?}",
-        watched.kinds()
-    );
+    let (_, watched) = fleet.run(&sd15_workflow(4, fresh_seed())).await;
+    watched.assert_succeeded();
     // Every event of the run arrived over the socket: it was up before the prompt went out.
     for kind in ["started", "progress", "node_executing"] {
         assert!(
@@ -207,27 +205,9 @@ async fn a_node_back_from_an_outage_gets_work_only_with_its_event_socket_back() 
 async fn out_of_memory_twice_on_the_largest_gpu_ends_the_job() {
     // One GPU, holding a checkpoint larger than its VRAM under a name the coordinator cannot
     // size: every attempt runs out of memory, and there is no larger GPU to move to.
-    let mut only = sim_config("only", 0.05);
-    only.gpu = comfy_sim::GpuConfig::cuda("NVIDIA GeForce RTX 3060", 8 * GIB);
-    for folder in &mut only.models {
-        folder
-            .files
-            .retain(|file| file.name != "dreamshaper_8.safetensors");
-    }
-    let only = only.with_model(
-        "checkpoints",
-        ModelFile {
-            name: "dreamshaper_8.safetensors".into(),
-            size: Some(12 * GIB),
-            load_seconds: None,
-        },
-    );
+    let only = oversized_checkpoint_on_8_gib("only");
     let fleet = TestFleet::start(vec![only]).await;
-    let id = fleet
-        .submit(&sd15_workflow(4, fresh_seed()))
-        .await
-        .expect("submit");
-    let watched = fleet.watch_to_end(&id).await;
+    let (id, watched) = fleet.run(&sd15_workflow(4, fresh_seed())).await;
     let failure = watched.failure();
     assert_eq!(
         failure.failure_class(),
