@@ -173,6 +173,7 @@ pub fn analyse(bytes: &Bytes) -> Result<Analysed, AnalysisError> {
             required_classes: Arc::new(required_classes),
             models,
             cost,
+            activation_bytes: activations_of(&workflow),
         },
         num_nodes: workflow.len(),
     })
@@ -181,8 +182,13 @@ pub fn analyse(bytes: &Bytes) -> Result<Analysed, AnalysisError> {
 /// The job as placement sees it.
 pub fn job_view(job: &Job, arrival: u64) -> JobView {
     let analysis = &job.spec.analysis;
-    let vram_need =
-        estimate_vram(analysis).saturating_add(estimate_activations(&job.spec.workflow));
+    // A job from a journal written before the analysis kept its activations has them only
+    // in its workflow bytes, when it still carries them.
+    let activations = match analysis.activation_bytes {
+        0 => estimate_activations(&job.spec.workflow),
+        bytes => bytes,
+    };
+    let vram_need = estimate_vram(analysis).saturating_add(activations);
     placement_view(job, &PlacementNeeds::of(analysis), arrival, vram_need)
 }
 
@@ -340,10 +346,12 @@ const ACTIVATION_BYTES_PER_PIXEL: u64 = 8;
 /// time has a size the coordinator cannot see, and counts as 0. A workflow that cannot be
 /// parsed counts as 0 too (it was checked at submit).
 pub fn estimate_activations(workflow: &[u8]) -> u64 {
-    let Ok(parsed) = Workflow::parse(workflow) else {
-        return 0;
-    };
-    parsed
+    Workflow::parse(workflow).map_or(0, |parsed| activations_of(&parsed))
+}
+
+/// [`estimate_activations`] of a parsed workflow.
+fn activations_of(workflow: &Workflow) -> u64 {
+    workflow
         .cost()
         .samplers
         .iter()
@@ -417,6 +425,25 @@ mod tests {
             (1.0..20.0).contains(&secs),
             "an SDXL portrait on an unmeasured node is guessed at {secs} s"
         );
+    }
+
+    #[test]
+    fn a_job_without_its_workflow_bytes_keeps_its_vram_need() {
+        // Queued jobs keep no workflow bytes, and after a restart they come back without them:
+        // the activations must come from the analysis, or a large job would look small.
+        let analysed = analyse(&sdxl_portrait(2048, 2048, 4)).expect("valid workflow");
+        let mut spec = JobSpec::new(analysed.forward, "default");
+        spec.analysis = analysed.analysis;
+        let now = std::time::SystemTime::now();
+        let whole = job_view(&Job::new(spec.clone(), now), 0).vram_need;
+        let mut hollow = spec.clone();
+        hollow.workflow = Bytes::new();
+        assert_eq!(job_view(&Job::new(hollow, now), 0).vram_need, whole);
+        assert!(whole > 6 * GIB + 4 * 2048 * 2048 * ACTIVATION_BYTES_PER_PIXEL - 1);
+        // A job from a journal written before the analysis kept them reads its bytes.
+        let mut older = spec;
+        older.analysis.activation_bytes = 0;
+        assert_eq!(job_view(&Job::new(older, now), 0).vram_need, whole);
     }
 
     #[test]

@@ -39,6 +39,7 @@ async fn jobs_and_their_changes_survive_reopen() {
         )]
         .into(),
         cost: 12.5,
+        activation_bytes: 8 << 20,
     };
     let inserted = store.insert(job.clone()).await.expect("insert");
     assert!(inserted.created);

@@ -353,11 +353,6 @@ impl Fleet {
         Some(node)
     }
 
-    /// Whether an operator drained the node `name` (in the fleet or not).
-    pub fn is_drained(&self, name: &str) -> bool {
-        self.drained().contains(name)
-    }
-
     fn current(&self) -> Arc<Members> {
         // The list is replaced whole under the lock, never edited in place, so a poisoned
         // lock still guards a consistent list.

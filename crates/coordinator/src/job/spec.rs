@@ -153,6 +153,11 @@ pub struct WorkflowAnalysis {
     pub models: BTreeMap<String, BTreeSet<String>>,
     /// Estimated relative cost of the job (unitless, larger is slower); 0 when unknown.
     pub cost: f64,
+    /// The least VRAM its sampling needs beyond the model weights, in bytes (see
+    /// [`crate::analysis::estimate_activations`]). Kept here because a queued job keeps no
+    /// workflow bytes, after a restart neither. Absent (0) in journals written before it.
+    #[serde(default)]
+    pub activation_bytes: u64,
 }
 
 impl JobSpec {

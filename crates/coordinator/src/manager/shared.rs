@@ -97,6 +97,7 @@ mod tests {
             .into_iter()
             .collect(),
             cost,
+            activation_bytes: 0,
         }
     }
 
