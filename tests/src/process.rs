@@ -147,12 +147,7 @@ impl CoordinatorProcess {
     /// # Panics
     /// When it cannot connect.
     pub async fn jobs(&self) -> JobServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the coordinator process");
-        JobServiceClient::new(channel)
+        JobServiceClient::new(self.channel().await)
     }
 
     /// A fleet client to it.
@@ -160,12 +155,15 @@ impl CoordinatorProcess {
     /// # Panics
     /// When it cannot connect.
     pub async fn fleet(&self) -> FleetServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+        FleetServiceClient::new(self.channel().await)
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
             .expect("endpoint")
             .connect()
             .await
-            .expect("connect to the coordinator process");
-        FleetServiceClient::new(channel)
+            .expect("connect to the coordinator process")
     }
 
     /// Kills it with SIGKILL and reaps it.

@@ -146,6 +146,19 @@ async fn a_comfyui_client_runs_a_prompt_through_the_facade() {
     fleet.coordinator.shutdown().await;
 }
 
+/// `GET url`, its body as JSON.
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let body = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&body).unwrap_or_else(|error| panic!("GET {url}: {error}: {body}"))
+}
+
 async fn post(http: &reqwest::Client, url: &str, body: &str) -> (u16, String) {
     let response = http
         .post(url)
@@ -442,17 +455,7 @@ async fn what_a_client_sends_beside_the_graph_reaches_the_node() {
     // Wait for the facade's history to show the end.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let ours = loop {
-        let history: Value = serde_json::from_str(
-            &http
-                .get(format!("{base}/history/{prompt_id}"))
-                .send()
-                .await
-                .expect("history")
-                .text()
-                .await
-                .expect("body"),
-        )
-        .expect("json");
+        let history = get_json(&http, &format!("{base}/history/{prompt_id}")).await;
         if history[&prompt_id]["status"]["completed"] == json!(true) {
             break history[&prompt_id].clone();
         }
@@ -467,17 +470,7 @@ async fn what_a_client_sends_beside_the_graph_reaches_the_node() {
     assert_eq!(outputs, ["3"], "only the targeted output ran");
 
     // What the node itself was sent, from its own history.
-    let on_node: Value = serde_json::from_str(
-        &http
-            .get(format!("{}/history", fleet.sims[0].url()))
-            .send()
-            .await
-            .expect("node history")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("json");
+    let on_node = get_json(&http, &format!("{}/history", fleet.sims[0].url())).await;
     let items: Vec<&Value> = on_node.as_object().expect("history").values().collect();
     assert_eq!(items.len(), 1, "{on_node}");
     let queued = &items[0]["prompt"];

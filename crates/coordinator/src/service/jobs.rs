@@ -287,10 +287,9 @@ impl JobApi {
         // from beside the graph.
         let extras = match analysed.envelope {
             Some(comfy_api::Envelope::PromptBody) => {
-                let fields: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(&bytes).map_err(|error| {
-                        Status::invalid_argument(format!("workflow refused: {error}"))
-                    })?;
+                let fields = fields_beside_graph(&bytes).map_err(|error| {
+                    Status::invalid_argument(format!("workflow refused: {error}"))
+                })?;
                 PromptExtras::from_prompt_body(&fields, bytes.len()).map_err(|error| {
                     Status::invalid_argument(format!("workflow refused: {error}"))
                 })?
@@ -854,6 +853,34 @@ impl JobApi {
         });
         Ok(Box::pin(first.chain(body)))
     }
+}
+
+/// The two fields of a `/prompt` body that travel beside its graph, decoded; the graph was
+/// parsed already and is skipped here rather than built into a tree a second time.
+fn fields_beside_graph(
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Beside<'a> {
+        #[serde(borrow)]
+        extra_data: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        partial_execution_targets: Option<&'a serde_json::value::RawValue>,
+    }
+    let beside: Beside<'_> = serde_json::from_slice(body)?;
+    let mut fields = serde_json::Map::new();
+    for (key, raw) in [
+        ("extra_data", beside.extra_data),
+        (
+            "partial_execution_targets",
+            beside.partial_execution_targets,
+        ),
+    ] {
+        if let Some(raw) = raw {
+            fields.insert(key.to_owned(), serde_json::from_str(raw.get())?);
+        }
+    }
+    Ok(fields)
 }
 
 /// Adds the request's own `extra_data` field (a JSON object, empty for none) to what an
