@@ -14,6 +14,7 @@
 //! - [`scale`]: probe cost of a 1,000-node fleet, memory of a 100,000-job queue and sustained
 //!   throughput with the coordinator's CPU per job, measured on the `comfyfleet serve` binary
 //!   as a separate process;
+//! - [`sweep`]: one scenario at several arrival rates, each policy's p95 gain by load;
 //! - [`targets`]: each policy's figures against the goals placement is held to;
 //! - [`harness`], [`driver`], [`probe`], [`stats`], [`workflow`]: the shared machinery.
 
@@ -28,6 +29,7 @@ pub mod report;
 pub mod scale;
 pub mod scenario;
 pub mod stats;
+pub mod sweep;
 pub mod targets;
 pub mod workflow;
 

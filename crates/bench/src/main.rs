@@ -16,6 +16,7 @@ use bench::probe::{self, Probe};
 use bench::report;
 use bench::scale::{self, MemoryOptions, ProbeOptions, ScaleOptions, ThroughputOptions};
 use bench::scenario::Scenario;
+use bench::sweep::{self, Sweep};
 use clap::{Parser, Subcommand};
 use scheduler::PolicyKind;
 
@@ -70,6 +71,11 @@ enum Command {
         /// Policies to compare, comma-separated [default: all five].
         #[arg(long, value_delimiter = ',')]
         policies: Vec<String>,
+        /// Also replay each scenario with its arrival rate multiplied by each of these factors
+        /// (comma-separated or repeated, e.g. `0.5,0.75,1`), writing NAME-xFACTOR.* per load and
+        /// NAME-sweep.{json,md,svg} comparing them.
+        #[arg(long = "rate-scale", value_delimiter = ',')]
+        rate_scales: Vec<f64>,
         /// Directory for NAME.json, NAME.md and NAME.svg.
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
@@ -312,29 +318,70 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
         Some(Command::Placement {
             scenarios,
             policies,
+            rate_scales,
             out,
         }) => {
             let kinds = parse_policies(&policies)?;
-            for path in scenarios {
-                let scenario = Scenario::load(&path)?;
-                let comparison = placement::compare(&scenario, &kinds, &probe).await?;
-                let markdown = report::markdown(&comparison);
+            let scenarios = scenarios
+                .iter()
+                .map(|path| Scenario::load(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Check every factor against every scenario before the first run, so a bad one
+            // does not end a long sweep halfway.
+            for scenario in &scenarios {
+                for factor in &rate_scales {
+                    scenario.with_rate_scale(*factor)?;
+                }
+            }
+            for scenario in &scenarios {
+                if rate_scales.is_empty() {
+                    let comparison = placement::compare(scenario, &kinds, &probe).await?;
+                    write_comparison(&out, &comparison)?;
+                    continue;
+                }
+                let mut sweep = Sweep::new(scenario);
+                for factor in &rate_scales {
+                    let scaled = scenario.with_rate_scale(*factor)?;
+                    let comparison = placement::compare(&scaled, &kinds, &probe).await?;
+                    write_comparison(&out, &comparison)?;
+                    sweep.push(*factor, &scaled, &comparison);
+                }
+                let markdown = sweep::markdown(&sweep);
                 println!("{markdown}");
-                let base = out.join(&scenario.name);
+                let name = format!("{}-sweep", scenario.name);
                 write(
-                    &base.with_extension("json"),
-                    &serde_json::to_vec_pretty(&comparison)?,
+                    &out.join(format!("{name}.json")),
+                    &serde_json::to_vec_pretty(&sweep)?,
                 )?;
-                write(&base.with_extension("md"), markdown.as_bytes())?;
+                write(&out.join(format!("{name}.md")), markdown.as_bytes())?;
                 write(
-                    &base.with_extension("svg"),
-                    report::svg(&comparison).as_bytes(),
+                    &out.join(format!("{name}.svg")),
+                    sweep::svg(&sweep).as_bytes(),
                 )?;
-                eprintln!("wrote {}.{{json,md,svg}}", base.display());
+                eprintln!("wrote {}.{{json,md,svg}}", out.join(name).display());
             }
             Ok(())
         }
     }
+}
+
+/// Prints one comparison and writes its JSON, Markdown and SVG under `out`.
+fn write_comparison(out: &Path, comparison: &placement::Comparison) -> Result<(), BenchError> {
+    let markdown = report::markdown(comparison);
+    println!("{markdown}");
+    // Names are joined, not given an extension: `slow-gpu-x0.5` must not lose its `.5`.
+    let name = &comparison.scenario;
+    write(
+        &out.join(format!("{name}.json")),
+        &serde_json::to_vec_pretty(comparison)?,
+    )?;
+    write(&out.join(format!("{name}.md")), markdown.as_bytes())?;
+    write(
+        &out.join(format!("{name}.svg")),
+        report::svg(comparison).as_bytes(),
+    )?;
+    eprintln!("wrote {}.{{json,md,svg}}", out.join(name).display());
+    Ok(())
 }
 
 fn parse_policies(names: &[String]) -> Result<Vec<PolicyKind>, BenchError> {
@@ -433,6 +480,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn placement_takes_rate_scales_comma_separated_or_repeated() {
+        let cli = Cli::try_parse_from([
+            "comfyfleet-bench",
+            "placement",
+            "--scenario",
+            "s.toml",
+            "--rate-scale",
+            "0.5,0.75",
+            "--rate-scale",
+            "1",
+        ])
+        .expect("placement parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Placement { ref rate_scales, .. }) if rate_scales == &[0.5, 0.75, 1.0]
+        ));
+        let cli = Cli::try_parse_from(["comfyfleet-bench", "placement", "--scenario", "s.toml"])
+            .expect("placement parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Placement { ref rate_scales, .. }) if rate_scales.is_empty()
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "comfyfleet-bench",
+                "placement",
+                "--scenario",
+                "s.toml",
+                "--rate-scale",
+                "half",
+            ])
+            .is_err()
+        );
     }
 
     #[test]

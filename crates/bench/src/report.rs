@@ -222,7 +222,8 @@ pub fn svg(comparison: &Comparison) -> String {
     out
 }
 
-fn escape(text: &str) -> String {
+/// Text made safe inside SVG markup and attribute values.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -49,6 +49,19 @@ impl Scenario {
 
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        // The name becomes the result files' names, so it must be one plain file name.
+        let file_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || self.name.starts_with('.')
+            || !self.name.chars().all(file_safe)
+        {
+            problems.push(format!(
+                "name {:?}: use 1–64 letters, digits, '-', '_' or '.', not starting with '.' \
+                 (it names the result files)",
+                self.name
+            ));
+        }
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
             problems.push("time_scale must be a positive number".to_owned());
         }

@@ -34,13 +34,17 @@
 //!
 //! The file format is in `spec`, reading and checking it in `check`, the fleet, the trace and
 //! the submissions drawn from a scenario in `trace`, and the reference figures results are
-//! compared with (lower bound on the makespan, fewest model loads) in `bounds`.
+//! compared with (lower bound on the makespan, fewest model loads) in `bounds`, and the same
+//! scenario at another arrival rate (for a load sweep) in `scaled`.
 
 mod bounds;
 mod check;
+mod scaled;
 mod spec;
 mod trace;
 
+pub use scaled::MAX_RATE_SCALE;
+pub(crate) use scaled::factor_label;
 pub use spec::{
     Burst, CoordinatorSettings, ExpectedFinishOverrides, Fault, Forbid, JobKind, Load, NodeGroup,
     Scenario, TraceJob,

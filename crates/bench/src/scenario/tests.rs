@@ -150,3 +150,79 @@ fn keep_up_loads_follow_the_demand_windows() {
         "demand does not move"
     );
 }
+
+#[test]
+fn offered_load_is_sampler_work_over_fleet_capacity() {
+    // Alternating demand weighs the entries equally: (10 + 20·4) / 2 = 45 units per job;
+    // two nodes at 0.05 s per step do 40 units per second; 10 jobs per second offer 11.25×.
+    let alternating = scenario();
+    assert!((alternating.offered_load() - 11.25).abs() < 1e-9);
+    // Without alternation the weights count: (3·10 + 1·80) / 4 = 27.5 units per job.
+    let weighted = TEXT
+        .replace("    alternate_every_s = 10.0\n", "")
+        .replace("class = \"a\"", "class = \"a\"\n    weight = 3.0");
+    let weighted = Scenario::parse(&weighted, Path::new("<text>")).expect("scenario parses");
+    assert!((weighted.offered_load() - 6.875).abs() < 1e-9);
+}
+
+#[test]
+fn a_scaled_scenario_replays_the_same_jobs_at_another_rate() {
+    let text = TEXT
+        .replace("    alternate_every_s = 10.0\n", "")
+        .replace("    bursts = [{ at_s = 5.0, jobs = 30 }]\n", "");
+    let base = Scenario::parse(&text, Path::new("<text>")).expect("scenario parses");
+    let half = base.with_rate_scale(0.5).expect("valid factor");
+    assert_eq!(half.name, "t-x0.5");
+    assert!((half.load.rate - 5.0).abs() < 1e-12);
+    assert!((half.offered_load() * 2.0 - base.offered_load()).abs() < 1e-9);
+    assert!(half.description.contains("×0.5"), "{}", half.description);
+    let (a, b) = (base.trace(), half.trace());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.kind, x.seed),
+            (y.kind, y.seed),
+            "same jobs in the same order"
+        );
+        assert!(
+            (y.at_s - 2.0 * x.at_s).abs() < 1e-9,
+            "half the rate, twice the gaps"
+        );
+    }
+    assert_eq!(
+        base.with_rate_scale(1.25).expect("valid").name,
+        "t-x1.25",
+        "labels keep their decimals and drop trailing zeros"
+    );
+}
+
+#[test]
+fn rate_scales_outside_the_range_or_without_a_poisson_load_are_refused() {
+    let s = scenario();
+    for factor in [0.0, -1.0, f64::NAN, f64::INFINITY, MAX_RATE_SCALE + 0.5] {
+        let err = s.with_rate_scale(factor).expect_err("refused");
+        assert!(err.to_string().contains("--rate-scale"), "{err}");
+    }
+    let bursts_only = TEXT
+        .replace("    jobs = 400\n", "")
+        .replace("    rate = 10.0\n", "");
+    let bursts_only = Scenario::parse(&bursts_only, Path::new("<text>")).expect("parses");
+    let err = bursts_only
+        .with_rate_scale(0.5)
+        .expect_err("nothing to scale");
+    assert!(err.to_string().contains("only bursts"), "{err}");
+}
+
+#[test]
+fn a_name_that_is_not_one_plain_file_name_is_refused() {
+    for bad in ["", "../escape", "a/b", ".hidden", "sp ace", &"n".repeat(65)] {
+        let text = TEXT.replace("name = \"t\"", &format!("name = {bad:?}"));
+        let err = Scenario::parse(&text, Path::new("<text>")).expect_err(bad);
+        assert!(
+            err.to_string().contains("names the result files"),
+            "{bad}: {err}"
+        );
+    }
+    let text = TEXT.replace("name = \"t\"", "name = \"slow-gpu_v2.1\"");
+    Scenario::parse(&text, Path::new("<text>")).expect("letters, digits, '-', '_' and '.'");
+}
