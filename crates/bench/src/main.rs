@@ -348,17 +348,13 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
                 }
                 let markdown = sweep::markdown(&sweep);
                 println!("{markdown}");
-                let name = format!("{}-sweep", scenario.name);
-                write(
-                    &out.join(format!("{name}.json")),
+                write_report(
+                    &out,
+                    &format!("{}-sweep", scenario.name),
                     &serde_json::to_vec_pretty(&sweep)?,
+                    &markdown,
+                    &sweep::svg(&sweep),
                 )?;
-                write(&out.join(format!("{name}.md")), markdown.as_bytes())?;
-                write(
-                    &out.join(format!("{name}.svg")),
-                    sweep::svg(&sweep).as_bytes(),
-                )?;
-                eprintln!("wrote {}.{{json,md,svg}}", out.join(name).display());
             }
             Ok(())
         }
@@ -369,17 +365,27 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
 fn write_comparison(out: &Path, comparison: &placement::Comparison) -> Result<(), BenchError> {
     let markdown = report::markdown(comparison);
     println!("{markdown}");
-    // Names are joined, not given an extension: `slow-gpu-x0.5` must not lose its `.5`.
-    let name = &comparison.scenario;
-    write(
-        &out.join(format!("{name}.json")),
+    write_report(
+        out,
+        &comparison.scenario,
         &serde_json::to_vec_pretty(comparison)?,
-    )?;
+        &markdown,
+        &report::svg(comparison),
+    )
+}
+
+/// Writes `NAME.json`, `NAME.md` and `NAME.svg` under `out`. The name is joined, not given an
+/// extension: `slow-gpu-x0.5` must not lose its `.5`.
+fn write_report(
+    out: &Path,
+    name: &str,
+    json: &[u8],
+    markdown: &str,
+    svg: &str,
+) -> Result<(), BenchError> {
+    write(&out.join(format!("{name}.json")), json)?;
     write(&out.join(format!("{name}.md")), markdown.as_bytes())?;
-    write(
-        &out.join(format!("{name}.svg")),
-        report::svg(comparison).as_bytes(),
-    )?;
+    write(&out.join(format!("{name}.svg")), svg.as_bytes())?;
     eprintln!("wrote {}.{{json,md,svg}}", out.join(name).display());
     Ok(())
 }

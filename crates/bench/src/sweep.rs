@@ -183,6 +183,8 @@ pub fn svg(sweep: &Sweep) -> String {
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max)
         * 1.1;
+    // Round up to a multiple of 0.4, so the four grid steps fall on tenths (and 0.6 on one).
+    let y_max = (y_max / 0.4).ceil() * 0.4;
     let x = |load: f64| left + (load - x_min) / (x_max - x_min) * plot_w;
     let y = |ratio: f64| top + plot_h - ratio / y_max * plot_h;
 
