@@ -55,6 +55,40 @@ pub struct Infeasibility {
     pub closest: Option<(NodeId, Vec<Ineligibility>)>,
 }
 
+/// How many items of one kind a message names before it says how many more there are: a
+/// workflow of a hundred custom nodes must not turn into a message of kilobytes.
+const LISTED: usize = 8;
+
+/// Joins `items` with commas, naming at most [`LISTED`] of them.
+fn listed(items: Vec<String>) -> String {
+    let total = items.len();
+    let mut text = items
+        .into_iter()
+        .take(LISTED)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > LISTED {
+        text.push_str(&format!(" and {} more", total - LISTED));
+    }
+    text
+}
+
+impl Infeasibility {
+    /// Whether `reason` is already named by the fleet-wide parts of the message.
+    fn names_already(&self, reason: &Ineligibility) -> bool {
+        match reason {
+            Ineligibility::MissingClass(class) => self.classes_nowhere.contains(class),
+            Ineligibility::MissingModel(model) => self.models_nowhere.contains(model),
+            Ineligibility::LabelMismatch { key, wanted, .. } => self
+                .labels_nowhere
+                .iter()
+                .any(|(k, v)| k == key && v == wanted),
+            Ineligibility::GpuTooSmall { .. } => self.vram_short.is_some(),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Infeasibility {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "job {}: no node of the fleet can run it", self.job)?;
@@ -62,28 +96,24 @@ impl fmt::Display for Infeasibility {
             return f.write_str(": the fleet has no nodes");
         }
         if !self.labels_nowhere.is_empty() {
-            let labels: Vec<String> = self
+            let labels = self
                 .labels_nowhere
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            write!(f, "; no node has label {}", labels.join(", "))?;
+            write!(f, "; no node has label {}", listed(labels))?;
         }
         if !self.classes_nowhere.is_empty() {
-            let classes: Vec<&str> = self.classes_nowhere.iter().map(String::as_str).collect();
-            write!(
-                f,
-                "; node classes installed nowhere: {}",
-                classes.join(", ")
-            )?;
+            let classes = self.classes_nowhere.iter().cloned().collect();
+            write!(f, "; node classes installed nowhere: {}", listed(classes))?;
         }
         if !self.models_nowhere.is_empty() {
-            let models: Vec<String> = self
+            let models = self
                 .models_nowhere
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-            write!(f, "; model files present nowhere: {}", models.join(", "))?;
+            write!(f, "; model files present nowhere: {}", listed(models))?;
         }
         if let Some((need, largest)) = self.vram_short {
             write!(
@@ -93,9 +123,17 @@ impl fmt::Display for Infeasibility {
                 gib(largest)
             )?;
         }
+        // The closest node matters for what the fleet has, but not on one node together; what
+        // no node has is said above already.
         if let Some((node, reasons)) = &self.closest {
-            let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-            write!(f, "; closest node {node} lacks: {}", reasons.join(", "))?;
+            let reasons: Vec<String> = reasons
+                .iter()
+                .filter(|reason| !self.names_already(reason))
+                .map(ToString::to_string)
+                .collect();
+            if !reasons.is_empty() {
+                write!(f, "; closest node {node} lacks: {}", listed(reasons))?;
+            }
         }
         Ok(())
     }
@@ -284,6 +322,34 @@ mod tests {
             why.to_string()
                 .contains("closest node a lacks: missing model file checkpoints/m")
         );
+    }
+
+    #[test]
+    fn a_workflow_of_many_missing_nodes_gets_a_short_message_that_says_each_thing_once() {
+        let nodes = [node_for_test("a", &["K"], &["m"], 24)];
+        let classes: Vec<String> = (0..100).map(|i| format!("CustomNode{i:03}")).collect();
+        let mut wanted: Vec<&str> = classes.iter().map(String::as_str).collect();
+        wanted.push("K");
+        let job = job_for_test(&wanted, &["m"], 4);
+        let Feasibility::Infeasible(why) = feasibility(&job, &nodes) else {
+            panic!("a job needing classes nobody has must be infeasible");
+        };
+        assert_eq!(
+            why.classes_nowhere.len(),
+            100,
+            "the verdict keeps every class"
+        );
+        let text = why.to_string();
+        assert!(text.contains("CustomNode000, CustomNode001"), "{text}");
+        assert!(text.contains("CustomNode007 and 92 more"), "{text}");
+        assert!(!text.contains("CustomNode008"), "{text}");
+        assert_eq!(
+            text.matches("CustomNode000").count(),
+            1,
+            "the closest node does not repeat what no node has: {text}"
+        );
+        assert!(!text.contains("closest node"), "{text}");
+        assert!(text.len() < 300, "{} bytes: {text}", text.len());
     }
 
     #[test]

@@ -171,6 +171,9 @@ proptest! {
                     }
                     // Something concrete is always named.
                     prop_assert!(why.no_nodes || why.closest.as_ref().is_some_and(|c| !c.1.is_empty()));
+                    // ... and the message, which leaves out what it has said once, too.
+                    let text = why.to_string();
+                    prop_assert!(text.contains("; ") || text.ends_with("the fleet has no nodes"), "{}", text);
                 }
             }
         }
