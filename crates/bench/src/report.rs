@@ -134,31 +134,16 @@ pub fn svg(comparison: &Comparison) -> String {
         .max(1e-3)
         * 1.1;
     let y = |value: f64| top + plot_h - value / top_value * plot_h;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    let mut out = svg_start(
+        width,
+        height,
+        left,
+        &format!(
+            "{} — {} jobs, {} nodes: end-to-end latency (wall seconds)",
+            comparison.scenario, comparison.jobs, comparison.nodes
+        ),
     );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{left}" y="22" font-size="15" font-weight="bold">{} — {} jobs, {} nodes: end-to-end latency (wall seconds)</text>"#,
-        escape(&comparison.scenario),
-        comparison.jobs,
-        comparison.nodes
-    );
-    // Axis and grid.
-    for step in 0..=4 {
-        let value = top_value * f64::from(step) / 4.0;
-        let gy = y(value);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{left}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{value:.2}</text>",
-            left + plot_w,
-            left - 6.0,
-            gy + 4.0
-        );
-    }
+    svg_grid(&mut out, left, plot_w, top_value, &y);
     #[allow(clippy::cast_precision_loss)]
     let group_w = plot_w / values.len().max(1) as f64;
     let bar_w = group_w * 0.8 / 3.0;
@@ -220,6 +205,44 @@ pub fn svg(comparison: &Comparison) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Opens an SVG document of `width` × `height` on a white ground, with `title` at `left`.
+pub(crate) fn svg_start(width: f64, height: f64, left: f64, title: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{left}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    out
+}
+
+/// Five horizontal grid lines from 0 to `top_value`, labelled on the left; `y` maps a value
+/// to its height.
+pub(crate) fn svg_grid(
+    out: &mut String,
+    left: f64,
+    plot_w: f64,
+    top_value: f64,
+    y: &impl Fn(f64) -> f64,
+) {
+    for step in 0..=4 {
+        let value = top_value * f64::from(step) / 4.0;
+        let gy = y(value);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{value:.2}</text>",
+            left + plot_w,
+            left - 6.0,
+            gy + 4.0
+        );
+    }
 }
 
 /// Text made safe inside SVG markup and attribute values.

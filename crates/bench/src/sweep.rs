@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::placement::Comparison;
-use crate::report::escape;
+use crate::report::{escape, svg_grid, svg_start};
 use crate::scenario::Scenario;
 use crate::targets::P95_VS_LEAST_LOADED;
 
@@ -188,28 +188,16 @@ pub fn svg(sweep: &Sweep) -> String {
     let x = |load: f64| left + (load - x_min) / (x_max - x_min) * plot_w;
     let y = |ratio: f64| top + plot_h - ratio / y_max * plot_h;
 
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    let mut out = svg_start(
+        width,
+        height,
+        left,
+        &format!(
+            "{}: end-to-end p95 over least-loaded's, by load",
+            sweep.scenario
+        ),
     );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{left}" y="22" font-size="15" font-weight="bold">{}: end-to-end p95 over least-loaded's, by load</text>"#,
-        escape(&sweep.scenario)
-    );
-    for step in 0..=4 {
-        let value = y_max * f64::from(step) / 4.0;
-        let gy = y(value);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{left}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{value:.2}</text>",
-            left + plot_w,
-            left - 6.0,
-            gy + 4.0
-        );
-    }
+    svg_grid(&mut out, left, plot_w, y_max, &y);
     for load in &loads {
         let _ = writeln!(
             out,
