@@ -270,6 +270,17 @@ fn history_outputs_expose_files_of_every_kind() {
         out.other.contains_key("images") && out.other.contains_key("custom"),
         "odd shapes stay raw"
     );
+    let ui = out.ui_values();
+    assert_eq!(
+        serde_json::Value::Object(ui),
+        serde_json::json!({
+            "text": ["hello", "3"],
+            "animated": [true],
+            "images": "not a list of files",
+            "custom": {"x": 1}
+        }),
+        "everything but the files, in the node's own shape"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use comfy_api::ws::{WsConfig, WsEvent, WsItem};
 use comfy_api::{ClientConfig, NodeClient, PromptRequest, ViewRequest};
-use comfy_sim::NodeConfig as SimConfig;
+use comfy_sim::{ModelFile, NodeConfig as SimConfig};
 use coordinator::Coordinator;
 use serde_json::{Value, json};
 
@@ -536,6 +536,108 @@ async fn what_a_client_sends_beside_the_graph_reaches_the_node() {
     assert_eq!(
         serde_json::from_str::<Value>(&answer).expect("json")["error"]["type"],
         "prompt_no_outputs"
+    );
+    fleet.coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_info_comes_in_comfyuis_own_shape_with_every_nodes_checkpoints() {
+    let nodes = vec![
+        SimConfig::named("gpu-0")
+            .with_time_scale(0.0)
+            .with_model("checkpoints", ModelFile::named("only_on_zero.safetensors")),
+        SimConfig::named("gpu-1")
+            .with_time_scale(0.0)
+            .with_model("checkpoints", ModelFile::named("only_on_one.safetensors")),
+    ];
+    let fleet = support::start_sim_fleet(nodes).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", fleet.coordinator.http_addr());
+    let node = |index: usize| fleet.sims[index].url();
+
+    // A class every node describes alike comes back exactly as a node sends it.
+    let ours = get_json(&http, &format!("{base}/object_info/KSampler")).await;
+    let theirs = get_json(&http, &format!("{}/object_info/KSampler", node(0))).await;
+    assert_eq!(ours, theirs);
+    assert!(
+        ours["KSampler"]["input"]["required"]["model"][0] == "MODEL",
+        "ComfyUI's [type, options] pairs: {ours}"
+    );
+
+    // A checkpoint loader offers the files of every node.
+    let all = get_json(&http, &format!("{base}/api/object_info")).await;
+    let choices = all["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for file in ["only_on_zero.safetensors", "only_on_one.safetensors"] {
+        assert!(
+            choices.contains(&json!(file)),
+            "{file} missing from {choices:?}"
+        );
+    }
+    let unique: std::collections::BTreeSet<_> = choices.iter().map(Value::to_string).collect();
+    assert_eq!(unique.len(), choices.len(), "each file once: {choices:?}");
+    let one_node = get_json(&http, &format!("{}/object_info", node(1))).await;
+    assert_eq!(
+        all.as_object().map(|m| m.len()),
+        one_node.as_object().map(|m| m.len()),
+        "the same classes as a node"
+    );
+    fleet.coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facade_history_keeps_what_a_node_showed_beside_its_files() {
+    let fleet = start_fleet(1).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", fleet.coordinator.http_addr());
+    let animated = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 5}},
+        "2": {"class_type": "SaveAnimatedWEBP", "inputs": {"filename_prefix": "clip", "fps": 8,
+              "lossless": false, "quality": 80, "method": "default", "images": ["1", 0]}}
+    });
+    let (status, answer) = post(
+        &http,
+        &format!("{base}/prompt"),
+        &json!({ "prompt": animated }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let prompt_id = serde_json::from_str::<Value>(&answer).expect("json")["prompt_id"]
+        .as_str()
+        .expect("prompt id")
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ours = loop {
+        let history = get_json(&http, &format!("{base}/history/{prompt_id}")).await;
+        if history[&prompt_id]["status"]["completed"] == json!(true) {
+            break history[&prompt_id]["outputs"]["2"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let on_node = get_json(&http, &format!("{}/history", fleet.sims[0].url())).await;
+    let theirs = on_node
+        .as_object()
+        .and_then(|entries| entries.values().next())
+        .map(|entry| entry["outputs"]["2"].clone())
+        .expect("the node's own entry");
+    assert_eq!(
+        theirs["animated"],
+        json!([true]),
+        "the node's own flag: {theirs}"
+    );
+    assert_eq!(ours["animated"], theirs["animated"], "{ours}");
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&ours), keys(&theirs), "the same keys as on the node");
+    assert_eq!(
+        ours["images"][0]["filename"],
+        theirs["images"][0]["filename"]
     );
     fleet.coordinator.shutdown().await;
 }

@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use coordinator::job::{
-    Failure, FailureClass, JobId, JobState, NodeError, OutputRef, StateChange, WorkflowAnalysis,
+    Failure, FailureClass, JobId, JobState, NodeError, OutputRef, StateChange, UiValues,
+    WorkflowAnalysis,
 };
 use coordinator::journal::{JobStore, JournalError, ListQuery, SqliteOptions, SqliteStore};
 use support::{at, job_for_test, workflow_bytes};
@@ -85,11 +86,18 @@ async fn jobs_and_their_changes_survive_reopen() {
         kind: "images".into(),
         held_by: "gpu-2".into(),
     }];
+    // What a text-display node and an animated save showed besides their files.
+    let ui_values: UiValues = serde_json::from_value(serde_json::json!({
+        "12": {"text": ["a cat, 1024x1024"]},
+        "9": {"animated": [false], "custom": {"kept": [1, 2.5, null]}}
+    }))
+    .expect("ui values");
     let finished = store
         .record(
             job.id,
             StateChange::Succeed {
                 outputs: outputs.clone(),
+                ui_values: ui_values.clone(),
             },
             at(6),
         )
@@ -143,6 +151,7 @@ async fn jobs_and_their_changes_survive_reopen() {
     assert_eq!(back.progress.attempts.len(), 1);
     assert_eq!(back.progress.attempt, 2);
     assert_eq!(back.progress.outputs, outputs);
+    assert_eq!(back.progress.ui_values, ui_values);
     let back = reopened.get(other.id).await.expect("get").expect("stored");
     let mut failed_whole = failed;
     failed_whole.spec.workflow = other.spec.workflow.clone();
@@ -352,7 +361,14 @@ async fn unfinished_jobs_load_in_queue_order() {
             .expect("dispatch");
         if finish {
             store
-                .record(job.id, StateChange::Succeed { outputs: vec![] }, at(secs))
+                .record(
+                    job.id,
+                    StateChange::Succeed {
+                        outputs: vec![],
+                        ui_values: UiValues::new(),
+                    },
+                    at(secs),
+                )
                 .await
                 .expect("succeed");
         }

@@ -150,6 +150,17 @@ impl NodeClient {
             .await
     }
 
+    /// `GET /object_info` as the node sent it, class by class, for a caller that relays it to
+    /// ComfyUI clients unchanged (the typed [`ObjectInfo`] reads it into this crate's own
+    /// shapes, which no ComfyUI client understands).
+    pub async fn object_info_raw(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        let route = "/object_info";
+        self.call_json(route, self.request(Method::GET, self.url(route)?))
+            .await
+    }
+
     /// `GET /object_info/{class}`: one node class, `None` when not installed.
     pub async fn object_info_class(
         &self,

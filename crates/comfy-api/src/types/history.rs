@@ -95,6 +95,16 @@ impl HistoryEntry {
             .iter()
             .flat_map(|(id, out)| out.files().map(move |(k, f)| (id.as_str(), k, f)))
     }
+
+    /// Every node's UI values other than files ([`NodeOutput::ui_values`]), for the nodes
+    /// that reported any.
+    pub fn ui_values(&self) -> BTreeMap<String, Map<String, Value>> {
+        self.outputs
+            .iter()
+            .map(|(id, out)| (id.clone(), out.ui_values()))
+            .filter(|(_, values)| !values.is_empty())
+            .collect()
+    }
 }
 
 /// `status` of a history entry.
@@ -214,6 +224,19 @@ impl NodeOutput {
         self.files
             .iter()
             .flat_map(|(k, v)| v.iter().map(move |f| (k.as_str(), f)))
+    }
+
+    /// The UI values other than files, in the shape the node reported them: `text` as a list
+    /// of strings, `animated` as a list of flags, and every other key as it came.
+    pub fn ui_values(&self) -> Map<String, Value> {
+        let mut values = self.other.clone();
+        if !self.text.is_empty() {
+            values.insert("text".to_owned(), Value::from(self.text.clone()));
+        }
+        if !self.animated.is_empty() {
+            values.insert("animated".to_owned(), Value::from(self.animated.clone()));
+        }
+        values
     }
 
     /// Returns the files under `images`.

@@ -2,7 +2,8 @@
 //! `/features`, `/extensions`.
 //!
 //! Answers are merged from the nodes that are up: `/object_info` is the union of every node's
-//! classes (a class some node has; the first node's description wins), cached for a minute
+//! classes, as the nodes sent them (a class some node has; the first node's description
+//! wins, with its choice lists extended by every other node's choices), cached for a minute
 //! because it is ~0.5 MB per node; `/system_stats` lists one device per node, its `name`
 //! prefixed with the node name; model and embedding lists are sorted unions.
 
@@ -101,19 +102,21 @@ async fn merged_object_info(facade: &Facade) -> Arc<Map<String, Value>> {
         return info.clone();
     }
     let nodes = up_nodes(facade);
-    let infos = join_all(nodes.iter().map(|n| n.client.object_info())).await;
+    // Each node's answer as it sent it: clients read ComfyUI's own shapes (`["MODEL", {...}]`,
+    // combo lists), which the typed reading of `/object_info` does not keep.
+    let infos = join_all(nodes.iter().map(|n| n.client.object_info_raw())).await;
     let mut merged = Map::new();
     let mut any = false;
     for (node, result) in nodes.iter().zip(infos) {
         match result {
             Ok(info) => {
                 any = true;
-                for (class, node_info) in info.nodes {
-                    if !merged.contains_key(&class) {
-                        merged.insert(
-                            class,
-                            serde_json::to_value(&node_info).unwrap_or(Value::Null),
-                        );
+                for (class, node_info) in info {
+                    match merged.get_mut(&class) {
+                        Some(known) => union_choices(known, &node_info),
+                        None => {
+                            merged.insert(class, node_info);
+                        }
                     }
                 }
             }
@@ -126,6 +129,61 @@ async fn merged_object_info(facade: &Facade) -> Arc<Map<String, Value>> {
         *cached = Some((Instant::now(), merged.clone()));
     }
     merged
+}
+
+/// Adds to `known`'s choice lists (a checkpoint loader's files, say) the choices `other`
+/// offers for the same input, after its own: a client of the fleet picks from every file some
+/// node has, and placement sends the job to a node that has it. Both of ComfyUI's combo
+/// shapes are read: `[[choices...], {...}]` and `["COMBO", {"options": [choices...]}]`.
+fn union_choices(known: &mut Value, other: &Value) {
+    for section in ["required", "optional"] {
+        let Some(theirs) = other
+            .get("input")
+            .and_then(|input| input.get(section))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let Some(ours) = known
+            .get_mut("input")
+            .and_then(|input| input.get_mut(section))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for (name, spec) in theirs {
+            let (Some(mine), Some(extra)) =
+                (ours.get_mut(name).and_then(choices_mut), choices(spec))
+            else {
+                continue;
+            };
+            for choice in extra {
+                if !mine.contains(choice) {
+                    mine.push(choice.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The choice list of an input spec, in either combo shape.
+fn choices(spec: &Value) -> Option<&Vec<Value>> {
+    match spec.get(0)? {
+        Value::Array(list) => Some(list),
+        Value::String(kind) if kind == "COMBO" => spec.get(1)?.get("options")?.as_array(),
+        _ => None,
+    }
+}
+
+/// [`choices`], to extend.
+fn choices_mut(spec: &mut Value) -> Option<&mut Vec<Value>> {
+    if spec.get(0)?.is_array() {
+        return spec.get_mut(0)?.as_array_mut();
+    }
+    if spec.get(0)?.as_str() == Some("COMBO") {
+        return spec.get_mut(1)?.get_mut("options")?.as_array_mut();
+    }
+    None
 }
 
 /// `GET /object_info`.
@@ -194,4 +252,66 @@ pub(crate) async fn embeddings(State(facade): State<Arc<Facade>>) -> Response {
         names.extend(list);
     }
     json(StatusCode::OK, json!(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_lists_of_both_combo_shapes_gain_the_other_nodes_choices_once() {
+        let mut known = json!({"input": {
+            "required": {
+                "ckpt_name": [["a.safetensors", "b.safetensors"], {"tooltip": "t"}],
+                "sampler": ["COMBO", {"options": ["euler"], "default": "euler"}],
+                "steps": ["INT", {"default": 20}]
+            },
+            "optional": {"lora": [["x.safetensors"]]}
+        }});
+        let other = json!({"input": {
+            "required": {
+                "ckpt_name": [["b.safetensors", "c.safetensors"], {"tooltip": "t"}],
+                "sampler": ["COMBO", {"options": ["euler", "dpmpp_2m"]}],
+                "steps": ["INT", {"default": 30}],
+                "only_theirs": [["z"]]
+            },
+            "optional": {"lora": [["y.safetensors", "x.safetensors"]]}
+        }});
+        union_choices(&mut known, &other);
+        assert_eq!(
+            known["input"]["required"]["ckpt_name"],
+            json!([["a.safetensors", "b.safetensors", "c.safetensors"], {"tooltip": "t"}])
+        );
+        assert_eq!(
+            known["input"]["required"]["sampler"],
+            json!(["COMBO", {"options": ["euler", "dpmpp_2m"], "default": "euler"}])
+        );
+        assert_eq!(
+            known["input"]["required"]["steps"],
+            json!(["INT", {"default": 20}]),
+            "not a choice list: the first node's description stays"
+        );
+        assert!(known["input"]["required"].get("only_theirs").is_none());
+        assert_eq!(
+            known["input"]["optional"]["lora"],
+            json!([["x.safetensors", "y.safetensors"]])
+        );
+    }
+
+    #[test]
+    fn odd_shapes_are_left_alone() {
+        let mut known = json!({"input": {"required": {"a": "not a spec", "b": []}}});
+        let before = known.clone();
+        union_choices(
+            &mut known,
+            &json!({"input": {"required": {"a": [["x"]], "b": [["y"]]}}}),
+        );
+        assert_eq!(known, before);
+        let mut no_input = json!({"name": "X"});
+        union_choices(
+            &mut no_input,
+            &json!({"input": {"required": {"a": [["x"]]}}}),
+        );
+        assert_eq!(no_input, json!({"name": "X"}));
+    }
 }

@@ -4,9 +4,9 @@
 //! job recorded (what the node's history reported), with node-qualified subfolders;
 //! `status.messages` are rebuilt from the job's start and end times.
 //!
-//! NOTE: the journal keeps file outputs only, so non-file UI values a node reported (e.g.
-//! `text` of a text-display node) are missing from facade history (they do reach the
-//! WebSocket `executed` messages).
+//! Non-file UI values a node reported (the `text` of a text-display node, the `animated`
+//! flags of an animated save, a custom node's own keys) are kept with the job and appear
+//! beside its files, as on the node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +31,12 @@ fn millis(at: Option<SystemTime>) -> u64 {
         .unwrap_or_default()
 }
 
+/// The `meta` of an output node. The job keeps no display or parent nodes, so each output
+/// node stands for itself.
+fn node_meta(node_id: &str) -> Value {
+    json!({"node_id": node_id, "display_node": node_id, "parent_node": null, "real_node_id": node_id})
+}
+
 /// One ComfyUI history entry for a finished job.
 pub(crate) fn entry(job: &Job, prompt: &FacadePrompt) -> Value {
     let id = &prompt.prompt_id;
@@ -50,11 +56,19 @@ pub(crate) fn entry(job: &Job, prompt: &FacadePrompt) -> Value {
                 "type": output.folder_type,
             }));
         }
-        meta.insert(
-            output.node_id.clone(),
-            json!({"node_id": output.node_id, "display_node": output.node_id,
-                   "parent_node": null, "real_node_id": output.node_id}),
-        );
+        meta.insert(output.node_id.clone(), node_meta(&output.node_id));
+    }
+    // Text, `animated` flags and other values a node showed, beside its files; a key the
+    // files already fill keeps the files.
+    for (node_id, values) in &job.progress.ui_values {
+        let node = outputs.entry(node_id.clone()).or_insert_with(|| json!({}));
+        if let Some(node) = node.as_object_mut() {
+            for (key, value) in values {
+                node.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        meta.entry(node_id.clone())
+            .or_insert_with(|| node_meta(node_id));
     }
     let started = json!(["execution_start", {"prompt_id": id, "timestamp": millis(job.progress.started_at.or(Some(job.created_at)))}]);
     let ended_at = millis(job.progress.finished_at);

@@ -20,7 +20,7 @@ mod tests;
 pub use event::JobEvent;
 pub use failure::{Failure, FailureClass, Fault, NodeError};
 pub use id::JobId;
-pub use output::OutputRef;
+pub use output::{OutputRef, UiValues};
 pub use record::Job;
 pub use spec::{CREDENTIAL_KEYS, ExtrasError, JobSpec, Labels, PromptExtras, WorkflowAnalysis};
 pub use state::{AttemptRecord, JobProgress, JobState, StateChange};

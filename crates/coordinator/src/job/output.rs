@@ -24,3 +24,8 @@ pub struct OutputRef {
     /// The name of the fleet node whose machine holds the bytes.
     pub held_by: String,
 }
+
+/// A job's UI values other than files, per workflow node id: what a text-display node showed,
+/// an animated save's `animated` flags, any other key a custom node reported. ComfyUI
+/// clients read them from `/history`, so the facade gives them back.
+pub type UiValues = std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>;

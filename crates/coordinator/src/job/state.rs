@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Failure, FailureClass, JobError, JobId, OutputRef};
+use super::{Failure, FailureClass, JobError, JobId, OutputRef, UiValues};
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,6 +117,8 @@ pub enum StateChange {
     Succeed {
         /// Every output file.
         outputs: Vec<OutputRef>,
+        /// The UI values other than files.
+        ui_values: UiValues,
     },
     /// The job failed for good.
     Fail {
@@ -182,6 +184,8 @@ pub struct JobProgress {
     pub finished_at: Option<SystemTime>,
     /// The outputs, once Succeeded.
     pub outputs: Vec<OutputRef>,
+    /// The UI values other than files, once Succeeded.
+    pub ui_values: UiValues,
     /// The failure, once Failed.
     pub failure: Option<Failure>,
     /// Why the job was cancelled, once Cancelled.
@@ -202,6 +206,7 @@ impl JobProgress {
             started_at: None,
             finished_at: None,
             outputs: Vec::new(),
+            ui_values: UiValues::new(),
             failure: None,
             cancel_reason: None,
             attempts: Vec::new(),
@@ -241,8 +246,9 @@ impl JobProgress {
                     ended_at: at,
                 });
             }
-            StateChange::Succeed { outputs } => {
+            StateChange::Succeed { outputs, ui_values } => {
                 next.outputs = outputs;
+                next.ui_values = ui_values;
                 next.finished_at = Some(at);
             }
             StateChange::Fail { failure } => {

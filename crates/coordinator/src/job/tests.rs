@@ -29,7 +29,10 @@ fn change_to(state: JobState) -> StateChange {
         },
         JobState::Dispatched => dispatch("gpu-1"),
         JobState::Running => StateChange::Start,
-        JobState::Succeeded => StateChange::Succeed { outputs: vec![] },
+        JobState::Succeeded => StateChange::Succeed {
+            outputs: vec![],
+            ui_values: UiValues::new(),
+        },
         JobState::Failed => StateChange::Fail {
             failure: Failure::new(FailureClass::JobFault, "node 2: boom"),
         },
@@ -88,12 +91,20 @@ fn happy_path_records_node_prompt_attempt_and_outputs() {
         .apply(
             StateChange::Succeed {
                 outputs: vec![output.clone()],
+                ui_values: UiValues::from([(
+                    "7".to_owned(),
+                    serde_json::json!({"text": ["1024x1024"]})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                )]),
             },
             at(3),
         )
         .expect("running -> succeeded");
     assert!(job.state().is_terminal());
     assert_eq!(job.progress.outputs, vec![output]);
+    assert_eq!(job.progress.ui_values["7"]["text"][0], "1024x1024");
     assert_eq!(job.progress.finished_at, Some(at(3)));
     assert_eq!(
         job.progress.node.as_deref(),
@@ -185,7 +196,13 @@ fn illegal_moves_are_refused() {
     );
     assert!(
         queued
-            .apply(StateChange::Succeed { outputs: vec![] }, at(1))
+            .apply(
+                StateChange::Succeed {
+                    outputs: vec![],
+                    ui_values: UiValues::new(),
+                },
+                at(1)
+            )
             .is_err(),
         "cannot succeed without running anywhere"
     );

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::JournalError;
 use crate::job::{
     AttemptRecord, Failure, Job, JobId, JobProgress, JobSpec, JobState, Labels, OutputRef,
-    PromptExtras, WorkflowAnalysis,
+    PromptExtras, UiValues, WorkflowAnalysis,
 };
 
 /// The columns [`job_from_row`] reads, in order, workflow and prompt extras included.
@@ -52,6 +52,9 @@ struct SpecDoc {
 struct ProgressDoc {
     started_at_ns: Option<i64>,
     outputs: Vec<OutputRef>,
+    // Absent in journals written before UI values were kept, and for most jobs.
+    #[serde(default, skip_serializing_if = "UiValues::is_empty")]
+    ui_values: UiValues,
     failure: Option<Failure>,
     cancel_reason: Option<String>,
     attempts: Vec<AttemptRecord>,
@@ -210,6 +213,7 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> Result<Job, JournalError> {
             .map_err(column)?
             .map(from_nanos),
         outputs: progress_doc.outputs,
+        ui_values: progress_doc.ui_values,
         failure: progress_doc.failure,
         cancel_reason: progress_doc.cancel_reason,
         attempts: progress_doc.attempts,
@@ -227,6 +231,7 @@ fn progress_json(job: &Job) -> Result<String, JournalError> {
     let doc = ProgressDoc {
         started_at_ns: p.started_at.map(nanos),
         outputs: p.outputs.clone(),
+        ui_values: p.ui_values.clone(),
         failure: p.failure.clone(),
         cancel_reason: p.cancel_reason.clone(),
         attempts: p.attempts.clone(),

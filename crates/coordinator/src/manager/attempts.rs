@@ -148,7 +148,7 @@ impl Manager {
 
         let (change, events, outcome): (StateChange, Vec<JobEvent>, &str) =
             match (end, live.cancel.clone()) {
-                (AttemptEnd::Succeeded(outputs), _) => {
+                (AttemptEnd::Succeeded(outputs, ui_values), _) => {
                     if let Some(node) = &node {
                         let mut status = node.status();
                         status.jobs_done += 1;
@@ -191,6 +191,7 @@ impl Manager {
                     (
                         StateChange::Succeed {
                             outputs: outputs.clone(),
+                            ui_values,
                         },
                         vec![JobEvent::Succeeded { outputs }],
                         "succeeded",
@@ -216,7 +217,7 @@ impl Manager {
                                 "node {node_name}: the prompt is neither queued nor in history"
                             ),
                         ),
-                        AttemptEnd::Succeeded(_) => unreachable!("handled above"),
+                        AttemptEnd::Succeeded(..) => unreachable!("handled above"),
                     };
                     if let Some(node) = &node {
                         node.status().jobs_failed += 1;

@@ -8,13 +8,13 @@
 use comfy_api::ws::ExecutionError;
 use comfy_api::{HistoryEntry, Outcome};
 
-use crate::job::{Failure, FailureClass, NodeError, OutputRef};
+use crate::job::{Failure, FailureClass, NodeError, OutputRef, UiValues};
 
 /// What an attempt came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptEnd {
-    /// The prompt succeeded with these outputs.
-    Succeeded(Vec<OutputRef>),
+    /// The prompt succeeded with these output files and other UI values.
+    Succeeded(Vec<OutputRef>, UiValues),
     /// The prompt failed.
     Failed(Failure),
     /// The prompt was interrupted on the node.
@@ -27,7 +27,7 @@ pub enum AttemptEnd {
 /// Reads the outcome of a history entry; `held_by` names the node whose disk holds outputs.
 pub fn from_history(entry: &HistoryEntry, held_by: &str) -> AttemptEnd {
     match entry.outcome() {
-        Outcome::Success => AttemptEnd::Succeeded(outputs_of(entry, held_by)),
+        Outcome::Success => AttemptEnd::Succeeded(outputs_of(entry, held_by), entry.ui_values()),
         Outcome::Interrupted(_) => AttemptEnd::Interrupted,
         Outcome::Failed(Some(error)) => AttemptEnd::Failed(classify(&error)),
         Outcome::Failed(None) | Outcome::Unknown => AttemptEnd::Failed(Failure::new(
