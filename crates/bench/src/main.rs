@@ -15,7 +15,7 @@ use bench::placement;
 use bench::probe::{self, Probe};
 use bench::report;
 use bench::scale::{self, MemoryOptions, ProbeOptions, ScaleOptions, ThroughputOptions};
-use bench::scenario::Scenario;
+use bench::scenario::{Scenario, factor_label};
 use bench::sweep::{self, Sweep};
 use clap::{Parser, Subcommand};
 use scheduler::PolicyKind;
@@ -71,9 +71,10 @@ enum Command {
         /// Policies to compare, comma-separated [default: all five].
         #[arg(long, value_delimiter = ',')]
         policies: Vec<String>,
-        /// Also replay each scenario with its arrival rate multiplied by each of these factors
-        /// (comma-separated or repeated, e.g. `0.5,0.75,1`), writing NAME-xFACTOR.* per load and
-        /// NAME-sweep.{json,md,svg} comparing them.
+        /// Instead of each scenario as written, replay it with its arrival rate multiplied by
+        /// each of these factors (comma-separated or repeated, e.g. `0.5,0.75,1`; 0.01 to 10),
+        /// writing NAME-xFACTOR.{json,md,svg} per load and NAME-sweep.{json,md,svg} comparing
+        /// them. Needs least-loaded among the policies.
         #[arg(long = "rate-scale", value_delimiter = ',')]
         rate_scales: Vec<f64>,
         /// Directory for NAME.json, NAME.md and NAME.svg.
@@ -322,6 +323,22 @@ async fn run(cli: Cli, probe: Probe) -> Result<(), BenchError> {
             out,
         }) => {
             let kinds = parse_policies(&policies)?;
+            if !rate_scales.is_empty() && !kinds.contains(&PolicyKind::LeastLoaded) {
+                return Err(BenchError::Invalid(
+                    "--rate-scale compares each policy with least-loaded at every load; \
+                     add least-loaded to --policies"
+                        .into(),
+                ));
+            }
+            let mut labels: Vec<String> = rate_scales.iter().map(|f| factor_label(*f)).collect();
+            labels.sort();
+            if let Some(pair) = labels.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(BenchError::Invalid(format!(
+                    "--rate-scale: two factors both read {} (factors keep two decimals)",
+                    pair[0]
+                )));
+            }
+            prepare_out(&out)?;
             let scenarios = scenarios
                 .iter()
                 .map(|path| Scenario::load(path))
@@ -390,17 +407,37 @@ fn write_report(
     Ok(())
 }
 
+/// Makes `out` and checks that files can be written there, before the first run rather than
+/// after minutes of it.
+fn prepare_out(out: &Path) -> Result<(), BenchError> {
+    let failed = |why: String| BenchError::Invalid(format!("--out {}: {why}", out.display()));
+    if out.exists() && !out.is_dir() {
+        return Err(failed("exists and is not a directory".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| failed(format!("cannot create it: {e}")))?;
+    let probe = out.join(format!(".comfyfleet-bench-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| failed(format!("cannot write in it: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn parse_policies(names: &[String]) -> Result<Vec<PolicyKind>, BenchError> {
     if names.is_empty() {
         return Ok(PolicyKind::ALL.to_vec());
     }
-    names
-        .iter()
-        .map(|name| {
-            name.parse::<PolicyKind>()
-                .map_err(|error| BenchError::Invalid(format!("--policies: {error}")))
-        })
-        .collect()
+    let mut kinds: Vec<PolicyKind> = Vec::with_capacity(names.len());
+    for name in names {
+        let kind = name
+            .parse::<PolicyKind>()
+            .map_err(|error| BenchError::Invalid(format!("--policies: {error}")))?;
+        if kinds.contains(&kind) {
+            return Err(BenchError::Invalid(format!(
+                "--policies: {name} is named twice"
+            )));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 async fn quick(out: &Path, probe: &Probe) -> Result<(), BenchError> {
@@ -533,6 +570,9 @@ mod tests {
         let picked = parse_policies(&["round-robin".into()]).expect("known name");
         assert_eq!(picked, vec![PolicyKind::RoundRobin]);
         assert!(parse_policies(&["fastest".into()]).is_err());
+        let twice = parse_policies(&["least-loaded".into(), "least-loaded".into()])
+            .expect_err("a policy named twice");
+        assert!(twice.to_string().contains("named twice"), "{twice}");
     }
 
     #[test]

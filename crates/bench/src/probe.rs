@@ -177,7 +177,12 @@ pub fn install(probe: &Probe) -> bool {
     let probe_filter = Targets::new().with_target(SIM_EXEC_TARGET, tracing::Level::DEBUG);
     tracing_subscriber::registry()
         .with(probe.layer().with_filter(probe_filter))
-        .with(fmt::layer().with_writer(std::io::stderr).with_filter(logs))
+        .with(
+            fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(logs),
+        )
         .try_init()
         .is_ok()
 }

@@ -59,6 +59,17 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another coordinator holds the data directory.
+    #[error(
+        "data directory {path} is in use by another coordinator{holder}; give each coordinator \
+         its own data_dir (its journal has one writer)"
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: String,
+        /// `" (pid N)"` when the holder wrote its process id, else empty.
+        holder: String,
+    },
     /// The metrics registry refused a family.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -91,6 +102,8 @@ pub struct Coordinator {
     /// The gRPC and HTTP servers, given [`SHUTDOWN_GRACE`] to answer what is in flight.
     servers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held while the coordinator lives: the journal has one writer.
+    _data_lock: std::fs::File,
 }
 
 impl Coordinator {
@@ -101,6 +114,7 @@ impl Coordinator {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+        let data_lock = lock_data_dir(&config.data_dir)?;
         let coordinator_id = coordinator_id(&config.data_dir)?;
 
         // Both listeners are bound before any task starts, so a taken port fails the start
@@ -379,6 +393,7 @@ impl Coordinator {
             shutdown_tx,
             servers,
             tasks,
+            _data_lock: data_lock,
         })
     }
 
@@ -457,6 +472,49 @@ fn accept_without_delay(
 }
 
 /// The coordinator's stable id, kept in the data directory.
+/// Takes the data directory for this process: an exclusive lock on `data_dir/lock`, released
+/// when the returned file is closed (also when the process dies, so a crash never leaves the
+/// directory locked). Two coordinators on one journal would each retry, finish and fail the
+/// other's jobs; the second one is refused instead.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
+    use std::io::{Read, Seek, Write};
+
+    let path = data_dir.join("lock");
+    let io_error = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = text
+                .trim()
+                .parse::<u32>()
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            return Err(StartError::DataDirInUse {
+                path: data_dir.display().to_string(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(io_error(source)),
+    }
+    // The holder's pid, for the message a second coordinator prints.
+    file.set_len(0).map_err(io_error)?;
+    file.rewind().map_err(io_error)?;
+    writeln!(file, "{}", std::process::id()).map_err(io_error)?;
+    Ok(file)
+}
+
 fn coordinator_id(data_dir: &Path) -> Result<String, StartError> {
     let path = data_dir.join("coordinator-id");
     let error = |source| StartError::DataDir {

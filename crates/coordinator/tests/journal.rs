@@ -577,3 +577,35 @@ async fn prompt_extras_come_back_with_the_job_and_stay_out_of_listings() {
     let page = store.list(ListQuery::default()).await.expect("list");
     assert!(page.jobs.iter().all(|listed| listed.spec.extras.is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_on_the_same_data_dir_is_refused_until_the_first_stops() {
+    use coordinator::config::Config;
+    use coordinator::{Coordinator, StartError};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = || Config {
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data.path().to_path_buf(),
+        ..Config::default()
+    };
+    let first = Coordinator::start(config(), Default::default())
+        .await
+        .expect("the first coordinator starts");
+    let refused = Coordinator::start(config(), Default::default()).await;
+    let Err(error @ StartError::DataDirInUse { .. }) = refused else {
+        panic!("a second writer of one journal must be refused");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains(&data.path().display().to_string())
+            && message.contains(&format!("pid {}", std::process::id())),
+        "names the directory and the holder: {message}"
+    );
+    first.shutdown().await;
+    let again = Coordinator::start(config(), Default::default())
+        .await
+        .expect("the directory is free once the first one stopped");
+    again.shutdown().await;
+}

@@ -43,8 +43,7 @@ mod scaled;
 mod spec;
 mod trace;
 
-pub use scaled::MAX_RATE_SCALE;
-pub(crate) use scaled::factor_label;
+pub use scaled::{MAX_RATE_SCALE, MIN_RATE_SCALE, factor_label};
 pub use spec::{
     Burst, CoordinatorSettings, ExpectedFinishOverrides, Fault, Forbid, JobKind, Load, NodeGroup,
     Scenario, TraceJob,

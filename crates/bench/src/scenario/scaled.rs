@@ -11,6 +11,9 @@ use crate::BenchError;
 /// The most a sweep may multiply a scenario's arrival rate by: beyond it the fleet is far
 /// past saturation and a run only measures how long the queue takes to drain.
 pub const MAX_RATE_SCALE: f64 = 10.0;
+/// The least: below it a run mostly waits for arrivals (and factor names would need more than
+/// the two decimals they keep).
+pub const MIN_RATE_SCALE: f64 = 0.01;
 
 impl Scenario {
     /// Sampler work offered per second over what the fleet can do per second, from the
@@ -54,9 +57,9 @@ impl Scenario {
     /// `factor` is not a number in (0, [`MAX_RATE_SCALE`]], or the scenario has no Poisson
     /// load to scale (only bursts).
     pub fn with_rate_scale(&self, factor: f64) -> Result<Scenario, BenchError> {
-        if !(factor.is_finite() && factor > 0.0 && factor <= MAX_RATE_SCALE) {
+        if !(factor.is_finite() && (MIN_RATE_SCALE..=MAX_RATE_SCALE).contains(&factor)) {
             return Err(BenchError::Invalid(format!(
-                "--rate-scale {factor}: give a factor above 0 and at most {MAX_RATE_SCALE}"
+                "--rate-scale {factor}: give a factor from {MIN_RATE_SCALE} to {MAX_RATE_SCALE}"
             )));
         }
         if self.load.jobs == 0 || self.load.rate <= 0.0 {
@@ -76,12 +79,22 @@ impl Scenario {
             scaled.load.rate,
             scaled.offered_load() * 100.0
         );
+        // The scaled trace must still make sense (a deadline after its last arrival, say).
+        let problems = scaled.problems();
+        if !problems.is_empty() {
+            return Err(BenchError::Invalid(format!(
+                "scenario {} at --rate-scale {}: {}",
+                self.name,
+                factor_label(factor),
+                problems.join("; ")
+            )));
+        }
         Ok(scaled)
     }
 }
 
-/// A factor as it appears in a name: `0.5`, `1`, `1.25`; at most three decimals.
-pub(crate) fn factor_label(factor: f64) -> String {
-    let text = format!("{factor:.3}");
+/// A factor as it appears in a name: `0.5`, `1`, `1.25`; at most two decimals.
+pub fn factor_label(factor: f64) -> String {
+    let text = format!("{factor:.2}");
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }

@@ -167,7 +167,9 @@ pub struct CoordinatorSettings {
     pub node_down_grace_ms: u64,
     /// Slots per node; default: the coordinator's.
     pub slots_per_node: Option<u32>,
-    /// Wall seconds allowed for one policy's run. Default 90.
+    /// Wall seconds allowed for one policy's run, from its start; jobs not finished by then
+    /// count as unfinished. It must be later than the trace's last arrival (checked when the
+    /// scenario is read). Default 90.
     pub deadline_s: u64,
     /// Expected-finish settings that differ from what the bench derives from the fleet.
     pub expected_finish: ExpectedFinishOverrides,

@@ -101,7 +101,99 @@ fn inconsistent_scenarios_are_refused_with_every_problem() {
     let message = error.to_string();
     assert!(message.starts_with("scenario bad.toml: "), "{message}");
     assert!(message.contains("time_scale"), "{message}");
-    assert!(message.contains("steps > 0"), "{message}");
+    assert!(message.contains("steps in 1..=10000"), "{message}");
+}
+
+#[test]
+fn values_that_would_crash_or_stall_a_run_are_refused_up_front() {
+    let cases: [(&str, &str, &str); 12] = [
+        ("time_scale = 0.01", "time_scale = 1e300", "time_scale"),
+        (
+            "bursts = [{ at_s = 5.0, jobs = 30 }]",
+            "bursts = [{ at_s = 1e300, jobs = 30 }]",
+            "burst at_s",
+        ),
+        (
+            "bursts = [{ at_s = 5.0, jobs = 30 }]",
+            "bursts = [{ at_s = nan, jobs = 30 }]",
+            "burst at_s",
+        ),
+        (
+            "bursts = [{ at_s = 5.0, jobs = 30 }]",
+            "bursts = [{ at_s = -1.0, jobs = 30 }]",
+            "burst at_s",
+        ),
+        ("jobs = 400", "jobs = 10000000000", "at most 1000000"),
+        (
+            "    steps = 10\n",
+            "    steps = 10\n    width = 0\n",
+            "multiples of 8",
+        ),
+        (
+            "    steps = 10\n",
+            "    steps = 10\n    width = 100\n",
+            "multiples of 8",
+        ),
+        (
+            "checkpoint = \"a.safetensors\"",
+            "checkpoint = \"nowhere.safetensors\"",
+            "on no node",
+        ),
+        ("count = 2", "count = 100000000000", "at most 2000 nodes"),
+        ("name = \"gpu\"", "name = \"g p/u\"", "ASCII letters"),
+        (
+            "seed = 3",
+            "seed = 3\n    [coordinator]\n    deadline_s = 0",
+            "deadline_s",
+        ),
+        (
+            "seed = 3",
+            "seed = 3\n    [coordinator]\n    probe_interval_ms = 0",
+            "probe_interval_ms",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        let text = TEXT.replace(from, to);
+        assert_ne!(text, TEXT, "the case {to:?} must change the scenario");
+        let error = Scenario::parse(&text, Path::new("bad.toml")).expect_err(to);
+        assert!(error.to_string().contains(needle), "{to}: {error}");
+    }
+    // A group whose name another group's expansion already gave.
+    let twice = TEXT.replace(
+        "    [load]",
+        "    [[nodes]]\n    name = \"gpu-1\"\n    gpu = \"x\"\n    vram_gib = 8\n    \
+         seconds_per_step = 0.1\n    checkpoints = [\"a.safetensors\"]\n    [load]",
+    );
+    let error = Scenario::parse(&twice, Path::new("bad.toml")).expect_err("gpu-1 twice");
+    assert!(
+        error
+            .to_string()
+            .contains("node gpu-1: name used more than once"),
+        "{error}"
+    );
+    // A deadline before the last arrival (400 jobs at 10/s ≈ 40 s, at 0.01: 0.4 s of wall).
+    let slow = TEXT.replace("time_scale = 0.01", "time_scale = 10.0");
+    let error = Scenario::parse(&slow, Path::new("bad.toml")).expect_err("deadline too short");
+    assert!(
+        error
+            .to_string()
+            .contains("ends before the last job arrives"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_scenario_file_is_read_up_to_a_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("big.toml");
+    std::fs::write(&path, vec![b'#'; (1 << 20) + 1]).expect("write");
+    let error = Scenario::load(&path).expect_err("too long");
+    assert!(
+        error.to_string().contains("longer than 1024 KiB"),
+        "{error}"
+    );
+    let error = Scenario::load(Path::new("/dev/zero")).expect_err("endless");
+    assert!(error.to_string().contains("longer than"), "{error}");
 }
 
 #[test]
@@ -225,4 +317,23 @@ fn a_name_that_is_not_one_plain_file_name_is_refused() {
     }
     let text = TEXT.replace("name = \"t\"", "name = \"slow-gpu_v2.1\"");
     Scenario::parse(&text, Path::new("<text>")).expect("letters, digits, '-', '_' and '.'");
+}
+
+#[test]
+fn every_shipped_scenario_is_valid_and_slow_gpu_sweeps_at_the_documented_factors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("scenarios folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "only {seen} scenarios found");
+    let slow = Scenario::load(&dir.join("slow-gpu.toml")).expect("slow-gpu");
+    for factor in [0.5, 0.75, 1.0, 1.25] {
+        slow.with_rate_scale(factor)
+            .unwrap_or_else(|e| panic!("×{factor}: {e}"));
+    }
 }

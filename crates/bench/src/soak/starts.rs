@@ -59,7 +59,12 @@ pub fn install_tracing() -> bool {
     let exec = Targets::new().with_target(bench::probe::SIM_EXEC_TARGET, tracing::Level::DEBUG);
     tracing_subscriber::registry()
         .with(StartCounter.with_filter(exec))
-        .with(fmt::layer().with_writer(std::io::stderr).with_filter(logs))
+        .with(
+            fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(logs),
+        )
         .try_init()
         .is_ok()
 }
