@@ -333,3 +333,56 @@ fn dispatched_prompt(watched: &Watched) -> String {
         })
         .expect("the job was dispatched")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_a_node_shows_comes_back_as_an_output_as_on_the_nodes_history() {
+    let fleet = TestFleet::start(vec![sim_config("gpu-a", 0.0)]).await;
+    // An image, its size shown as text, and the image saved: one file and one text.
+    let workflow = serde_json::json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 1, "color": 9}},
+        "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": "a caption"}},
+        "5": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sized", "images": ["1", 0]}}
+    });
+    let (id, watched) = fleet.run(workflow.to_string().as_bytes()).await;
+    watched.assert_succeeded();
+    let outputs = watched.outputs();
+    let texts: Vec<(&str, &str, u32)> = outputs
+        .iter()
+        .filter(|o| o.kind == "text")
+        .map(|o| (o.node_id.as_str(), o.text.as_str(), o.index))
+        .collect();
+    assert_eq!(
+        texts,
+        [("3", "96", 1), ("4", "a caption", 2)],
+        "{outputs:?}"
+    );
+    assert_eq!(outputs[0].kind, "images");
+    assert_eq!(
+        fleet.get(&id).await.outputs,
+        outputs,
+        "GetJob lists the same"
+    );
+
+    // What the node's own history says those nodes showed.
+    let job = fleet.get(&id).await;
+    let history = node_history(fleet.sim("gpu-a"), &job.prompt_id)
+        .await
+        .expect("the node's history entry");
+    assert_eq!(history["outputs"]["3"]["text"], serde_json::json!(["96"]));
+    assert_eq!(
+        history["outputs"]["4"]["text"],
+        serde_json::json!(["a caption"])
+    );
+
+    // A text output is fetched like a file: its bytes are the text.
+    let (header, bytes) = fleet.fetch_output(&id, 2).await.expect("fetch the text");
+    assert_eq!(bytes, b"a caption");
+    assert_eq!(header.content_type, "text/plain; charset=utf-8");
+    assert_eq!(header.size, 9);
+    assert_eq!(header.output.as_ref(), Some(&outputs[2]));
+    let missing = fleet.fetch_output(&id, 3).await;
+    assert_eq!(missing.expect_err("index 3").code(), tonic::Code::NotFound);
+    fleet.shutdown().await;
+}

@@ -109,6 +109,37 @@ pub struct Plan {
     pub save: Option<Save>,
     /// A run-time failure: (exception type, message).
     pub fail: Option<(String, String)>,
+    /// A UI dict without files (`PreviewAny`'s text), reported like a save's.
+    pub ui: Option<Value>,
+}
+
+/// What ComfyUI's `PreviewAny` shows for its input: a string as it is, a number or flag as
+/// Python's `str()` writes it, anything else as `json.dumps` does.
+///
+/// NOTE: a tensor or model on the real node is shown by `str()` of the object (its values);
+/// the emulator has no values, so it names the kind and shape instead.
+fn preview_text(inputs: &Inputs<'_>, name: &str) -> String {
+    match inputs.links.get(name) {
+        Some(Out::Text(text)) => text.clone(),
+        Some(Out::Int(value)) => value.to_string(),
+        Some(Out::Float(value)) => crate::pyjson::float_repr(*value),
+        Some(Out::Image { w, h, b, .. }) => format!("tensor of shape [{b}, {h}, {w}, 3]"),
+        Some(Out::Latent { w, h, b, .. }) => {
+            format!(
+                "{{'samples': tensor of shape [{b}, 4, {}, {}]}}",
+                h / 8,
+                w / 8
+            )
+        }
+        Some(_) => "source exists, but could not be serialized.".to_owned(),
+        None => match inputs.constants.get(name) {
+            None | Some(Value::Null) => "None".to_owned(),
+            Some(value @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
+                crate::pyjson::py_str(value)
+            }
+            Some(value) => crate::pyjson::to_string(value),
+        },
+    }
 }
 
 fn int_of(v: Option<&Value>, default: i64) -> i64 {
@@ -351,6 +382,9 @@ pub fn plan(
                 b,
                 video: false,
             }];
+        }
+        "PreviewAny" => {
+            p.ui = Some(serde_json::json!({"text": [preview_text(inputs, "source")]}));
         }
         "GetImageSize" => {
             p.outputs = vec![Out::Int(w as i64), Out::Int(h as i64), Out::Int(b as i64)];

@@ -434,7 +434,17 @@ fn describe(kind: &Kind) -> Option<String> {
                 preview.data.len()
             )
         }
-        Kind::Succeeded(done) => format!("succeeded with {} output(s)", done.outputs.len()),
+        Kind::Succeeded(done) => {
+            let mut text = format!("succeeded with {} output(s)", done.outputs.len());
+            // Text a node showed is the output itself; files are saved with --out.
+            for output in done.outputs.iter().filter(|o| o.kind == "text") {
+                text.push_str(&format!(
+                    "\n    node {} shows: {}",
+                    output.node_id, output.text
+                ));
+            }
+            text
+        }
         Kind::Failed(failed) => {
             let failure = failed.failure.clone().unwrap_or_default();
             let mut text = format!(
@@ -503,10 +513,15 @@ pub fn class_name(class: i32) -> String {
 }
 
 fn output_json(output: &Output) -> Value {
-    json!({
+    let mut value = json!({
         "index": output.index, "node_id": output.node_id, "filename": output.filename,
         "subfolder": output.subfolder, "type": output.r#type, "kind": output.kind,
-    })
+    });
+    // A text output carries its text; a file output is fetched instead.
+    if output.kind == "text" {
+        value["text"] = json!(output.text);
+    }
+    value
 }
 
 fn seconds(time: &prost_types::Timestamp) -> f64 {
@@ -673,6 +688,32 @@ mod tests {
             ..JobEvent::default()
         };
         assert_eq!(renderer.event_elapsed(&early), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_success_shows_the_text_outputs_and_json_carries_them() {
+        let image = Output {
+            node_id: "9".into(),
+            filename: "a.png".into(),
+            kind: "images".into(),
+            ..Output::default()
+        };
+        let caption = Output {
+            node_id: "4".into(),
+            kind: "text".into(),
+            index: 1,
+            text: "a red fox".into(),
+            ..Output::default()
+        };
+        let done = Kind::Succeeded(fleet_proto::v1::job_event::Succeeded {
+            outputs: vec![image.clone(), caption.clone()],
+        });
+        assert_eq!(
+            describe(&done).as_deref(),
+            Some("succeeded with 2 output(s)\n    node 4 shows: a red fox")
+        );
+        assert_eq!(output_json(&caption)["text"], "a red fox");
+        assert!(output_json(&image).get("text").is_none());
     }
 
     #[test]

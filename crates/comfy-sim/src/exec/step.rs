@@ -254,7 +254,7 @@ pub(super) async fn execute_nodes(
                     return (End::Error(data), ui_outputs);
                 }
             },
-            None => None,
+            None => plan.ui.clone(),
         };
         {
             let mut g = shared.lock();

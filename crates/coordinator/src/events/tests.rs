@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::job::{JobEvent, JobId};
+use crate::job::{JobEvent, JobId, UiValues};
 
 fn log_for_test(capacity: usize) -> Arc<EventLog> {
     Arc::new(EventLog::new(JobId::new(), capacity, 1000))
@@ -29,7 +29,10 @@ fn preview(tag: u8) -> JobEvent {
 }
 
 fn done() -> JobEvent {
-    JobEvent::Succeeded { outputs: vec![] }
+    JobEvent::Succeeded {
+        outputs: vec![],
+        ui_values: UiValues::new(),
+    }
 }
 
 /// Reads items until the log ends, returning the sequence numbers of the events read.

@@ -288,6 +288,7 @@ mod tests {
                     kind: "images".into(),
                     held_by: "gpu-2".into(),
                 }],
+                ui_values: Default::default(),
             },
         ];
         let out: Vec<Outgoing> = events.iter().flat_map(|e| t.translate(e, now)).collect();

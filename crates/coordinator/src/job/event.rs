@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{AttemptRecord, Failure, FailureClass, OutputRef};
+use super::{AttemptRecord, Failure, FailureClass, OutputRef, UiValues};
 
 /// One event in a job's life.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +71,8 @@ pub enum JobEvent {
     Succeeded {
         /// Every output file, read from the node's history.
         outputs: Vec<OutputRef>,
+        /// The UI values other than files (text, flags), from the same history.
+        ui_values: UiValues,
     },
     /// The job failed for good. Terminal.
     Failed {

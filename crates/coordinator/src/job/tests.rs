@@ -237,7 +237,13 @@ fn states_round_trip_through_their_names() {
 #[test]
 fn terminal_events_match_terminal_states() {
     let failure = Failure::new(FailureClass::NodeLost, "node gpu-1: lost");
-    assert!(JobEvent::Succeeded { outputs: vec![] }.is_terminal());
+    assert!(
+        JobEvent::Succeeded {
+            outputs: vec![],
+            ui_values: UiValues::new(),
+        }
+        .is_terminal()
+    );
     assert!(
         JobEvent::Failed {
             failure,

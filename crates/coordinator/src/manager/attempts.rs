@@ -191,9 +191,9 @@ impl Manager {
                     (
                         StateChange::Succeed {
                             outputs: outputs.clone(),
-                            ui_values,
+                            ui_values: ui_values.clone(),
                         },
-                        vec![JobEvent::Succeeded { outputs }],
+                        vec![JobEvent::Succeeded { outputs, ui_values }],
                         "succeeded",
                     )
                 }

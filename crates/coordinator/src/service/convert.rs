@@ -5,7 +5,9 @@ use std::time::SystemTime;
 use fleet_proto::v1 as pb;
 use prost_types::Timestamp;
 
-use crate::job::{AttemptRecord, Failure, FailureClass, Job, JobEvent, JobState, OutputRef};
+use crate::job::{
+    AttemptRecord, Failure, FailureClass, Job, JobEvent, JobState, OutputRef, UiValues,
+};
 
 /// A protobuf timestamp.
 pub fn timestamp(at: SystemTime) -> Timestamp {
@@ -80,10 +82,33 @@ pub fn output(index: usize, output: &OutputRef) -> pb::Output {
     }
 }
 
-fn outputs(list: &[OutputRef]) -> Vec<pb::Output> {
-    list.iter()
+/// A job's outputs: its files (in the order recorded, so their indices are what `FetchOutput`
+/// takes), then each text a node showed (kind `text`, in node id order), which a caller reads
+/// from the `text` field instead of fetching.
+pub fn outputs(files: &[OutputRef], ui_values: &UiValues) -> Vec<pb::Output> {
+    let texts = ui_values.iter().flat_map(|(node_id, values)| {
+        values
+            .get("text")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(move |item| (node_id, item))
+    });
+    files
+        .iter()
         .enumerate()
         .map(|(index, o)| output(index, o))
+        .chain(texts.enumerate().map(|(n, (node_id, item))| {
+            pb::Output {
+                node_id: node_id.clone(),
+                kind: "text".to_owned(),
+                index: (files.len() + n) as u32,
+                text: item
+                    .as_str()
+                    .map_or_else(|| item.to_string(), str::to_owned),
+                ..pb::Output::default()
+            }
+        }))
         .collect()
 }
 
@@ -214,7 +239,7 @@ pub fn job(job: &Job, queue_position: Option<u64>, last_sequence: u64) -> pb::Jo
         created_at: Some(timestamp(job.created_at)),
         started_at: progress.started_at.map(timestamp),
         finished_at: progress.finished_at.map(timestamp),
-        outputs: outputs(&progress.outputs),
+        outputs: outputs(&progress.outputs, &progress.ui_values),
         last_sequence,
         failure: progress
             .failure
@@ -280,8 +305,11 @@ pub fn event(sequence: u64, at: SystemTime, event: &JobEvent) -> pb::JobEvent {
             content_type: content_type.clone(),
             data: bytes.to_vec(),
         }),
-        JobEvent::Succeeded { outputs: list } => e::Kind::Succeeded(e::Succeeded {
-            outputs: outputs(list),
+        JobEvent::Succeeded {
+            outputs: list,
+            ui_values,
+        } => e::Kind::Succeeded(e::Succeeded {
+            outputs: outputs(list, ui_values),
         }),
         // NOTE: the event does not hold the job, so its failure lists no attempts although
         // the contract says "every attempt made"; a caller who needs them reads GetJob. The

@@ -780,8 +780,36 @@ impl JobApi {
                 })?,
             None => 0,
         };
+        let listed = convert::outputs(outputs, &job.progress.ui_values);
+        let chunk = match request.chunk_size as usize {
+            0 => DEFAULT_CHUNK,
+            size => size.min(MAX_CHUNK),
+        };
+        // A text output (listed after the files) is kept by the coordinator: its bytes are the
+        // text itself, with no node to ask.
+        if index >= outputs.len()
+            && let Some(text) = listed.get(index)
+        {
+            let bytes = text.text.clone().into_bytes();
+            let header = pb::OutputHeader {
+                output: Some(text.clone()),
+                content_type: "text/plain; charset=utf-8".to_owned(),
+                size: bytes.len() as u64,
+                node: job.progress.node.clone().unwrap_or_default(),
+            };
+            let items: Vec<Result<pb::FetchOutputResponse, Status>> =
+                std::iter::once(pb::fetch_output_response::Item::Header(header))
+                    .chain(
+                        bytes
+                            .chunks(chunk)
+                            .map(|part| pb::fetch_output_response::Item::Chunk(part.to_vec())),
+                    )
+                    .map(|item| Ok(pb::FetchOutputResponse { item: Some(item) }))
+                    .collect();
+            return Ok(Box::pin(futures_util::stream::iter(items)));
+        }
         let output = outputs.get(index).cloned().ok_or_else(|| {
-            if outputs.is_empty() {
+            if listed.is_empty() {
                 Status::failed_precondition(format!(
                     "job {id} has no outputs (state {})",
                     job.state().as_str()
@@ -791,7 +819,7 @@ impl JobApi {
                 // selector named it.
                 Status::not_found(format!(
                     "job {id} has {} outputs; index {index} does not exist",
-                    outputs.len()
+                    listed.len()
                 ))
             }
         })?;
@@ -825,10 +853,6 @@ impl JobApi {
                 .unwrap_or_else(|| "application/octet-stream".into()),
             size: response.content_length.unwrap_or_default(),
             node: node.spec.name.clone(),
-        };
-        let chunk = match request.chunk_size as usize {
-            0 => DEFAULT_CHUNK,
-            size => size.min(MAX_CHUNK),
         };
         let first = futures_util::stream::once(async move {
             Ok(pb::FetchOutputResponse {
