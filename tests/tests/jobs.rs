@@ -343,25 +343,35 @@ async fn text_a_node_shows_comes_back_as_an_output_as_on_the_nodes_history() {
         "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
         "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
         "4": {"class_type": "PreviewAny", "inputs": {"source": "a caption"}},
-        "5": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sized", "images": ["1", 0]}}
+        "5": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sized", "images": ["1", 0]}},
+        "6": {"class_type": "PreviewAny", "inputs": {"source": "é".repeat(100 << 10)}}
     });
     let (id, watched) = fleet.run(workflow.to_string().as_bytes()).await;
     watched.assert_succeeded();
     let outputs = watched.outputs();
     let texts: Vec<(&str, &str, u32)> = outputs
         .iter()
-        .filter(|o| o.kind == "text")
+        .filter(|o| o.kind == "text" && o.node_id != "6")
         .map(|o| (o.node_id.as_str(), o.text.as_str(), o.index))
         .collect();
-    assert_eq!(
-        texts,
-        [("3", "96", 1), ("4", "a caption", 2)],
-        "{outputs:?}"
+    assert_eq!(texts, [("3", "96", 1), ("4", "a caption", 2)]);
+    // A long text (200 KiB) travels cut to 64 KiB, on a character boundary, and says so.
+    let long = &outputs[3];
+    assert_eq!((long.node_id.as_str(), long.index), ("6", 3));
+    assert!(long.text_truncated, "the long text is marked as cut");
+    assert_eq!(long.text.len(), 64 << 10);
+    let (_, whole) = fleet
+        .fetch_output(&id, 3)
+        .await
+        .expect("fetch the long text");
+    assert!(
+        whole == "é".repeat(100 << 10).into_bytes(),
+        "FetchOutput has all of it ({} bytes)",
+        whole.len()
     );
     assert_eq!(outputs[0].kind, "images");
-    assert_eq!(
-        fleet.get(&id).await.outputs,
-        outputs,
+    assert!(
+        fleet.get(&id).await.outputs == outputs,
         "GetJob lists the same"
     );
 
@@ -382,7 +392,17 @@ async fn text_a_node_shows_comes_back_as_an_output_as_on_the_nodes_history() {
     assert_eq!(header.content_type, "text/plain; charset=utf-8");
     assert_eq!(header.size, 9);
     assert_eq!(header.output.as_ref(), Some(&outputs[2]));
-    let missing = fleet.fetch_output(&id, 3).await;
-    assert_eq!(missing.expect_err("index 3").code(), tonic::Code::NotFound);
+    let missing = fleet.fetch_output(&id, 4).await;
+    assert_eq!(missing.expect_err("index 4").code(), tonic::Code::NotFound);
+    // A listing carries at most 1 KiB of each text.
+    let listed = fleet
+        .jobs()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let ours = listed.jobs.iter().find(|j| j.id == id).expect("listed");
+    assert_eq!(ours.outputs[3].text.len(), 1 << 10);
+    assert!(ours.outputs[3].text_truncated && !ours.outputs[2].text_truncated);
     fleet.shutdown().await;
 }

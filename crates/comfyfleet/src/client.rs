@@ -60,6 +60,11 @@ pub struct SubmitOptions {
 }
 
 /// Connects to the coordinator's gRPC endpoint (`http://host:port` or `host:port`).
+/// The largest answer the command line reads: well above what the coordinator sends (a job's
+/// texts are cut at 64 KiB each, a listing's at 1 KiB), where gRPC's own default of 4 MiB is
+/// not for a page of jobs with long texts.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 pub async fn connect(endpoint: &str) -> Result<Channel> {
     let uri = if endpoint.contains("://") {
         endpoint.to_owned()
@@ -124,7 +129,7 @@ pub async fn submit(
     wait: bool,
     follow: FollowOptions,
 ) -> Result<u8> {
-    let mut jobs = JobServiceClient::new(channel);
+    let mut jobs = JobServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let request = SubmitJobRequest {
         workflow,
         tenant: options.tenant,
@@ -542,7 +547,7 @@ pub async fn list_jobs(
     limit: u32,
     mode: Mode,
 ) -> Result<u8> {
-    let mut jobs = JobServiceClient::new(channel);
+    let mut jobs = JobServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let request = ListJobsRequest {
         states: states.into_iter().map(|state| state as i32).collect(),
         tenant,
@@ -596,7 +601,7 @@ pub async fn list_jobs(
 
 /// `comfyfleet watch JOB`: follows a job that was submitted earlier.
 pub async fn watch(channel: Channel, job_id: &str, follow: FollowOptions) -> Result<u8> {
-    let mut jobs = JobServiceClient::new(channel);
+    let mut jobs = JobServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Check first so that an unknown job id gives a clear error before any streaming.
     if let Err(status) = jobs
         .get_job(GetJobRequest {
@@ -611,7 +616,7 @@ pub async fn watch(channel: Channel, job_id: &str, follow: FollowOptions) -> Res
 
 /// `comfyfleet cancel JOB`.
 pub async fn cancel(channel: Channel, job_id: &str, mode: Mode) -> Result<u8> {
-    let mut jobs = JobServiceClient::new(channel);
+    let mut jobs = JobServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let request = CancelJobRequest {
         job_id: job_id.to_owned(),
         reason: "cancelled from the command line".into(),
@@ -638,7 +643,7 @@ pub async fn cancel(channel: Channel, job_id: &str, mode: Mode) -> Result<u8> {
 
 /// `comfyfleet nodes`: a table of the fleet.
 pub async fn nodes(channel: Channel, mode: Mode) -> Result<u8> {
-    let mut fleet = FleetServiceClient::new(channel);
+    let mut fleet = FleetServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let answer = match fleet.list_nodes(ListNodesRequest {}).await {
         Ok(answer) => answer.into_inner(),
         Err(status) => return Ok(report_status(&status, mode)),
@@ -690,7 +695,7 @@ fn resident_models(node: &Node) -> String {
 
 /// `comfyfleet drain NODE` and `comfyfleet undrain NODE`.
 pub async fn drain(channel: Channel, name: &str, drain: bool, mode: Mode) -> Result<u8> {
-    let mut fleet = FleetServiceClient::new(channel);
+    let mut fleet = FleetServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let answer = if drain {
         fleet
             .drain_node(DrainNodeRequest {

@@ -440,8 +440,15 @@ fn describe(kind: &Kind) -> Option<String> {
             for output in done.outputs.iter().filter(|o| o.kind == "text") {
                 text.push_str(&format!(
                     "\n    node {} shows: {}",
-                    output.node_id, output.text
+                    output.node_id,
+                    printable(&output.text)
                 ));
+                if output.text_truncated {
+                    text.push_str(&format!(
+                        " … (cut here; output {} has the whole text)",
+                        output.index
+                    ));
+                }
             }
             text
         }
@@ -512,6 +519,21 @@ pub fn class_name(class: i32) -> String {
         .unwrap_or_else(|_| format!("class {class}"))
 }
 
+/// Text from a node made safe for a terminal: control characters (escape sequences, carriage
+/// returns, NUL) are written as escapes, and each further line is indented under the first.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\n      "),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn output_json(output: &Output) -> Value {
     let mut value = json!({
         "index": output.index, "node_id": output.node_id, "filename": output.filename,
@@ -520,6 +542,7 @@ fn output_json(output: &Output) -> Value {
     // A text output carries its text; a file output is fetched instead.
     if output.kind == "text" {
         value["text"] = json!(output.text);
+        value["text_truncated"] = json!(output.text_truncated);
     }
     value
 }
@@ -713,6 +736,21 @@ mod tests {
             Some("succeeded with 2 output(s)\n    node 4 shows: a red fox")
         );
         assert_eq!(output_json(&caption)["text"], "a red fox");
+        let hostile = Output {
+            text: "red \u{1b}[31mALERT\r over\nsecond line\0".into(),
+            text_truncated: true,
+            index: 3,
+            ..caption.clone()
+        };
+        let shown = describe(&Kind::Succeeded(fleet_proto::v1::job_event::Succeeded {
+            outputs: vec![hostile],
+        }))
+        .unwrap_or_default();
+        assert_eq!(
+            shown,
+            "succeeded with 1 output(s)\n    node 4 shows: red \\u{1b}[31mALERT\\r over\n      \
+             second line\\u{0} … (cut here; output 3 has the whole text)"
+        );
         assert!(output_json(&image).get("text").is_none());
     }
 

@@ -110,6 +110,12 @@ impl Coordinator {
     /// Starts a coordinator from `config`; listen ports of 0 pick free ports.
     pub async fn start(config: Config, options: StartOptions) -> Result<Self, StartError> {
         config.validate()?;
+        if config.data_dir.exists() && !config.data_dir.is_dir() {
+            return Err(StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source: std::io::Error::other("exists and is not a directory"),
+            });
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -471,34 +477,25 @@ fn accept_without_delay(
     })
 }
 
-/// The coordinator's stable id, kept in the data directory.
-/// Takes the data directory for this process: an exclusive lock on `data_dir/lock`, released
-/// when the returned file is closed (also when the process dies, so a crash never leaves the
-/// directory locked). Two coordinators on one journal would each retry, finish and fail the
-/// other's jobs; the second one is refused instead.
+/// Takes the data directory for this process: an exclusive lock on the directory itself,
+/// released when the returned handle is closed (also when the process dies, so a crash never
+/// leaves it locked). Two coordinators on one journal would each retry, finish and fail the
+/// other's jobs; the second one is refused instead. Locking the directory rather than a file
+/// in it means no cleanup of the folder's files can undo the lock.
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
-    use std::io::{Read, Seek, Write};
-
-    let path = data_dir.join("lock");
-    let io_error = |source| StartError::DataDir {
-        path: path.display().to_string(),
+    let failed = |source| StartError::DataDir {
+        path: data_dir.display().to_string(),
         source,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_error)?;
-    match file.try_lock() {
+    let dir = std::fs::File::open(data_dir).map_err(failed)?;
+    match dir.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let holder = text
-                .trim()
-                .parse::<u32>()
+            let holder = std::fs::symlink_metadata(data_dir.join(PID_FILE))
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .and_then(|_| std::fs::read_to_string(data_dir.join(PID_FILE)).ok())
+                .and_then(|text| text.trim().parse::<u32>().ok())
                 .map(|pid| format!(" (pid {pid})"))
                 .unwrap_or_default();
             return Err(StartError::DataDirInUse {
@@ -506,15 +503,35 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
                 holder,
             });
         }
-        Err(std::fs::TryLockError::Error(source)) => return Err(io_error(source)),
+        Err(std::fs::TryLockError::Error(source)) => return Err(failed(source)),
     }
-    // The holder's pid, for the message a second coordinator prints.
-    file.set_len(0).map_err(io_error)?;
-    file.rewind().map_err(io_error)?;
-    writeln!(file, "{}", std::process::id()).map_err(io_error)?;
-    Ok(file)
+    write_pid(data_dir);
+    Ok(dir)
 }
 
+/// Where the lock holder writes its process id, for the message a second coordinator prints.
+const PID_FILE: &str = "coordinator.pid";
+
+/// Writes this process's id to [`PID_FILE`], best effort: through a new file renamed into
+/// place, so a link planted under that name is replaced, never followed.
+fn write_pid(data_dir: &Path) {
+    let temp = data_dir.join(format!("{PID_FILE}.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| {
+            use std::io::Write;
+            writeln!(file, "{}", std::process::id())
+        })
+        .and_then(|()| std::fs::rename(&temp, data_dir.join(PID_FILE)));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temp);
+        warn!(%error, "cannot write the coordinator's pid file; a second coordinator's refusal will not name this one");
+    }
+}
+
+/// The coordinator's stable id, kept in the data directory.
 fn coordinator_id(data_dir: &Path) -> Result<String, StartError> {
     let path = data_dir.join("coordinator-id");
     let error = |source| StartError::DataDir {

@@ -590,9 +590,26 @@ async fn a_second_coordinator_on_the_same_data_dir_is_refused_until_the_first_st
         data_dir: data.path().to_path_buf(),
         ..Config::default()
     };
+    // A link planted where the pid goes is replaced, never written through.
+    let precious = data.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").expect("write");
+    std::os::unix::fs::symlink(&precious, data.path().join("coordinator.pid")).expect("link");
     let first = Coordinator::start(config(), Default::default())
         .await
         .expect("the first coordinator starts");
+    assert_eq!(std::fs::read_to_string(&precious).expect("read"), "keep me");
+    // Removing every file the coordinator keeps beside the journal does not free the folder.
+    std::fs::remove_file(data.path().join("coordinator.pid")).expect("remove pid");
+    let refused = Coordinator::start(config(), Default::default()).await;
+    assert!(
+        matches!(refused, Err(StartError::DataDirInUse { .. })),
+        "still locked without the pid file"
+    );
+    std::fs::write(
+        data.path().join("coordinator.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .expect("pid back");
     let refused = Coordinator::start(config(), Default::default()).await;
     let Err(error @ StartError::DataDirInUse { .. }) = refused else {
         panic!("a second writer of one journal must be refused");
@@ -608,4 +625,19 @@ async fn a_second_coordinator_on_the_same_data_dir_is_refused_until_the_first_st
         .await
         .expect("the directory is free once the first one stopped");
     again.shutdown().await;
+
+    // A data_dir that is a file says so.
+    let file = data.path().join("precious.txt");
+    let not_dir = Coordinator::start(
+        Config {
+            data_dir: file,
+            ..config()
+        },
+        Default::default(),
+    )
+    .await;
+    let Err(error) = not_dir else {
+        panic!("a file is not a data directory")
+    };
+    assert!(error.to_string().contains("not a directory"), "{error}");
 }

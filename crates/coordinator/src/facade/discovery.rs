@@ -21,6 +21,9 @@ use tracing::warn;
 use super::{Facade, json, not_found};
 use crate::fleet::Node;
 
+/// How long `/object_info` waits for one node's answer before merging without it.
+const OBJECT_INFO_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a merged `/object_info` is reused.
 const OBJECT_INFO_TTL: Duration = Duration::from_secs(60);
 /// Largest upload the facade accepts, as announced in `/features`.
@@ -104,7 +107,15 @@ async fn merged_object_info(facade: &Facade) -> Arc<Map<String, Value>> {
     let nodes = up_nodes(facade);
     // Each node's answer as it sent it: clients read ComfyUI's own shapes (`["MODEL", {...}]`,
     // combo lists), which the typed reading of `/object_info` does not keep.
-    let infos = join_all(nodes.iter().map(|n| n.client.object_info_raw())).await;
+    // A node that stops answering must not hold every front end's first page for the HTTP
+    // client's whole timeout: the others' answers do.
+    let infos = join_all(nodes.iter().map(|n| async {
+        tokio::time::timeout(OBJECT_INFO_WAIT, n.client.object_info_raw())
+            .await
+            .map_err(|_| format!("no answer within {} s", OBJECT_INFO_WAIT.as_secs()))
+            .and_then(|answer| answer.map_err(|error| error.to_string()))
+    }))
+    .await;
     let mut merged = Map::new();
     let mut any = false;
     for (node, result) in nodes.iter().zip(infos) {
@@ -157,13 +168,28 @@ fn union_choices(known: &mut Value, other: &Value) {
             else {
                 continue;
             };
+            // ComfyUI sorts its file lists; a sorted list stays sorted, any other keeps its
+            // order and gains the new choices at its end.
+            let sorted = mine
+                .windows(2)
+                .all(|pair| choice_key(&pair[0]) <= choice_key(&pair[1]));
             for choice in extra {
                 if !mine.contains(choice) {
                     mine.push(choice.clone());
                 }
             }
+            if sorted {
+                mine.sort_by_key(choice_key);
+            }
         }
     }
+}
+
+/// What a choice sorts by: its text (numbers and other values by their JSON).
+fn choice_key(choice: &Value) -> String {
+    choice
+        .as_str()
+        .map_or_else(|| choice.to_string(), str::to_owned)
 }
 
 /// The choice list of an input spec, in either combo shape.
@@ -284,7 +310,7 @@ mod tests {
         );
         assert_eq!(
             known["input"]["required"]["sampler"],
-            json!(["COMBO", {"options": ["euler", "dpmpp_2m"], "default": "euler"}])
+            json!(["COMBO", {"options": ["dpmpp_2m", "euler"], "default": "euler"}])
         );
         assert_eq!(
             known["input"]["required"]["steps"],
@@ -295,6 +321,34 @@ mod tests {
         assert_eq!(
             known["input"]["optional"]["lora"],
             json!([["x.safetensors", "y.safetensors"]])
+        );
+    }
+
+    #[test]
+    fn a_sorted_list_stays_sorted_and_another_keeps_its_order() {
+        let mut known = json!({"input": {"required": {
+            "ckpt_name": [["b.safetensors", "d.safetensors"]],
+            "vae_name": [["z.safetensors", "pixel_space"]]
+        }}});
+        union_choices(
+            &mut known,
+            &json!({"input": {"required": {
+                "ckpt_name": [["a.safetensors", "c.safetensors"]],
+                "vae_name": [["a.safetensors", "pixel_space"]]
+            }}}),
+        );
+        assert_eq!(
+            known["input"]["required"]["ckpt_name"][0],
+            json!([
+                "a.safetensors",
+                "b.safetensors",
+                "c.safetensors",
+                "d.safetensors"
+            ])
+        );
+        assert_eq!(
+            known["input"]["required"]["vae_name"][0],
+            json!(["z.safetensors", "pixel_space", "a.safetensors"])
         );
     }
 

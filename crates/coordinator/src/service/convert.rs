@@ -79,13 +79,57 @@ pub fn output(index: usize, output: &OutputRef) -> pb::Output {
         kind: output.kind.clone(),
         index: index as u32,
         text: String::new(),
+        text_truncated: false,
+    }
+}
+
+/// The most of one text output a job snapshot or event carries.
+pub const INLINE_TEXT_BYTES: usize = 64 << 10;
+/// The most of one text output a `ListJobs` page carries: a page holds up to 1,000 jobs.
+pub const LISTED_TEXT_BYTES: usize = 1 << 10;
+/// The longest string a `NodeExecuted` event's UI JSON keeps whole.
+const UI_JSON_STRING_BYTES: usize = 4 << 10;
+
+/// `text` cut to at most `limit` bytes on a character boundary, and whether it was cut.
+fn cut(text: &str, limit: usize) -> (String, bool) {
+    if text.len() <= limit {
+        return (text.to_owned(), false);
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text[..end].to_owned(), true)
+}
+
+/// `value` with every string longer than `limit` bytes cut there and ended with "…".
+fn shorten_strings(value: &serde_json::Value, limit: usize) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => match cut(text, limit) {
+            (text, false) => Value::String(text),
+            (text, true) => Value::String(text + "…"),
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| shorten_strings(item, limit))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| (key.clone(), shorten_strings(item, limit)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
 /// A job's outputs: its files (in the order recorded, so their indices are what `FetchOutput`
-/// takes), then each text a node showed (kind `text`, in node id order), which a caller reads
-/// from the `text` field instead of fetching.
-pub fn outputs(files: &[OutputRef], ui_values: &UiValues) -> Vec<pb::Output> {
+/// takes), then each text a node showed (kind `text`, by workflow node id compared as
+/// strings), which a caller reads from the `text` field; each text is cut at `text_limit`
+/// bytes (`text_truncated` then says so, and `FetchOutput` has the whole).
+pub fn outputs(files: &[OutputRef], ui_values: &UiValues, text_limit: usize) -> Vec<pb::Output> {
     let texts = ui_values.iter().flat_map(|(node_id, values)| {
         values
             .get("text")
@@ -99,13 +143,16 @@ pub fn outputs(files: &[OutputRef], ui_values: &UiValues) -> Vec<pb::Output> {
         .enumerate()
         .map(|(index, o)| output(index, o))
         .chain(texts.enumerate().map(|(n, (node_id, item))| {
+            let whole = item
+                .as_str()
+                .map_or_else(|| item.to_string(), str::to_owned);
+            let (text, text_truncated) = cut(&whole, text_limit);
             pb::Output {
                 node_id: node_id.clone(),
                 kind: "text".to_owned(),
                 index: (files.len() + n) as u32,
-                text: item
-                    .as_str()
-                    .map_or_else(|| item.to_string(), str::to_owned),
+                text,
+                text_truncated,
                 ..pb::Output::default()
             }
         }))
@@ -222,7 +269,15 @@ fn text(value: &serde_json::Value, key: &str) -> String {
 }
 
 /// The protobuf job snapshot.
-pub fn job(job: &Job, queue_position: Option<u64>, last_sequence: u64) -> pb::Job {
+///
+/// Text outputs carry at most `text_limit` bytes each ([`INLINE_TEXT_BYTES`] for one job,
+/// [`LISTED_TEXT_BYTES`] in a listing).
+pub fn job(
+    job: &Job,
+    queue_position: Option<u64>,
+    last_sequence: u64,
+    text_limit: usize,
+) -> pb::Job {
     let progress = &job.progress;
     pb::Job {
         id: job.id.to_string(),
@@ -239,7 +294,7 @@ pub fn job(job: &Job, queue_position: Option<u64>, last_sequence: u64) -> pb::Jo
         created_at: Some(timestamp(job.created_at)),
         started_at: progress.started_at.map(timestamp),
         finished_at: progress.finished_at.map(timestamp),
-        outputs: outputs(&progress.outputs, &progress.ui_values),
+        outputs: outputs(&progress.outputs, &progress.ui_values, text_limit),
         last_sequence,
         failure: progress
             .failure
@@ -294,7 +349,9 @@ pub fn event(sequence: u64, at: SystemTime, event: &JobEvent) -> pb::JobEvent {
         JobEvent::NodeExecuted { node_id, outputs } => e::Kind::NodeExecuted(e::NodeExecuted {
             node_id: node_id.clone(),
             outputs: ui_outputs(node_id, outputs),
-            ui_json: outputs.to_string().into_bytes(),
+            ui_json: shorten_strings(outputs, UI_JSON_STRING_BYTES)
+                .to_string()
+                .into_bytes(),
         }),
         JobEvent::PreviewImage {
             node_id,
@@ -309,7 +366,7 @@ pub fn event(sequence: u64, at: SystemTime, event: &JobEvent) -> pb::JobEvent {
             outputs: list,
             ui_values,
         } => e::Kind::Succeeded(e::Succeeded {
-            outputs: outputs(list, ui_values),
+            outputs: outputs(list, ui_values, INLINE_TEXT_BYTES),
         }),
         // NOTE: the event does not hold the job, so its failure lists no attempts although
         // the contract says "every attempt made"; a caller who needs them reads GetJob. The
@@ -343,7 +400,7 @@ pub fn event(sequence: u64, at: SystemTime, event: &JobEvent) -> pb::JobEvent {
     }
 }
 
-/// File outputs listed in an `executed` UI dict.
+/// The file and text outputs listed in an `executed` UI dict.
 fn ui_outputs(node_id: &str, ui: &serde_json::Value) -> Vec<pb::Output> {
     let Some(map) = ui.as_object() else {
         return Vec::new();
@@ -351,7 +408,20 @@ fn ui_outputs(node_id: &str, ui: &serde_json::Value) -> Vec<pb::Output> {
     let mut list = Vec::new();
     for (kind, files) in map {
         for file in files.as_array().into_iter().flatten() {
-            if let Some(filename) = file.get("filename").and_then(|f| f.as_str()) {
+            if kind == "text" {
+                let whole = file
+                    .as_str()
+                    .map_or_else(|| file.to_string(), str::to_owned);
+                let (text, text_truncated) = cut(&whole, INLINE_TEXT_BYTES);
+                list.push(pb::Output {
+                    node_id: node_id.to_owned(),
+                    kind: kind.clone(),
+                    index: list.len() as u32,
+                    text,
+                    text_truncated,
+                    ..pb::Output::default()
+                });
+            } else if let Some(filename) = file.get("filename").and_then(|f| f.as_str()) {
                 list.push(pb::Output {
                     node_id: node_id.to_owned(),
                     filename: filename.to_owned(),
@@ -360,9 +430,73 @@ fn ui_outputs(node_id: &str, ui: &serde_json::Value) -> Vec<pb::Output> {
                     kind: kind.clone(),
                     index: list.len() as u32,
                     text: String::new(),
+                    text_truncated: false,
                 });
             }
         }
     }
     list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ui(text: &str) -> UiValues {
+        UiValues::from([(
+            "4".to_owned(),
+            serde_json::json!({"text": [text]})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )])
+    }
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary_and_say_so() {
+        // "é" is two bytes: a limit inside it cuts before it.
+        let (text, cut_short) = cut("aé", 2);
+        assert_eq!((text.as_str(), cut_short), ("a", true));
+        assert_eq!(cut("short", 64), ("short".to_owned(), false));
+
+        let long = "x".repeat(INLINE_TEXT_BYTES + 10);
+        let whole = outputs(&[], &ui(&long), usize::MAX);
+        assert_eq!(whole[0].text.len(), long.len());
+        assert!(!whole[0].text_truncated);
+        let inline = outputs(&[], &ui(&long), INLINE_TEXT_BYTES);
+        assert_eq!(inline[0].text.len(), INLINE_TEXT_BYTES);
+        assert!(inline[0].text_truncated);
+        let listed = outputs(&[], &ui(&long), LISTED_TEXT_BYTES);
+        assert_eq!(listed[0].text.len(), LISTED_TEXT_BYTES);
+        assert_eq!((listed[0].index, listed[0].kind.as_str()), (0, "text"));
+    }
+
+    #[test]
+    fn an_executed_event_keeps_its_shape_with_long_strings_cut() {
+        let long = "y".repeat(UI_JSON_STRING_BYTES * 3);
+        let event = JobEvent::NodeExecuted {
+            node_id: "4".into(),
+            outputs: serde_json::json!({"text": [long, "short"], "animated": [true]}),
+        };
+        let pb = super::event(1, SystemTime::UNIX_EPOCH, &event);
+        let Some(pb::job_event::Kind::NodeExecuted(executed)) = pb.kind else {
+            panic!("an executed event");
+        };
+        let ui: serde_json::Value = serde_json::from_slice(&executed.ui_json).expect("JSON");
+        let first = ui["text"][0].as_str().expect("a string");
+        assert!(first.len() < UI_JSON_STRING_BYTES + 4 && first.ends_with('…'));
+        assert_eq!(ui["text"][1], "short");
+        assert_eq!(ui["animated"], serde_json::json!([true]));
+        let texts: Vec<(&str, bool)> = executed
+            .outputs
+            .iter()
+            .map(|o| (o.kind.as_str(), o.text_truncated))
+            .collect();
+        assert_eq!(
+            texts,
+            [("text", false), ("text", false)],
+            "both texts listed"
+        );
+        assert_eq!(executed.outputs[0].text.len(), UI_JSON_STRING_BYTES * 3);
+    }
 }

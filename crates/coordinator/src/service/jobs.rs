@@ -353,10 +353,20 @@ impl JobApi {
             .map(|log| log.last_sequence())
             .unwrap_or_default();
         if let Some(live) = self.manager.get(id).await.map_err(status_of)? {
-            return Ok(convert::job(&live.job, live.queue_position, last_sequence));
+            return Ok(convert::job(
+                &live.job,
+                live.queue_position,
+                last_sequence,
+                convert::INLINE_TEXT_BYTES,
+            ));
         }
         match self.store.get(id).await.map_err(status_of)? {
-            Some(job) => Ok(convert::job(&job, None, last_sequence)),
+            Some(job) => Ok(convert::job(
+                &job,
+                None,
+                last_sequence,
+                convert::INLINE_TEXT_BYTES,
+            )),
             None => Err(Status::not_found(format!("job {id} does not exist"))),
         }
     }
@@ -683,7 +693,7 @@ impl JobService for JobApi {
                 } else {
                     None
                 };
-                jobs.push(convert::job(job, position, 0));
+                jobs.push(convert::job(job, position, 0, convert::LISTED_TEXT_BYTES));
             }
             Ok(pb::ListJobsResponse {
                 jobs,
@@ -780,7 +790,7 @@ impl JobApi {
                 })?,
             None => 0,
         };
-        let listed = convert::outputs(outputs, &job.progress.ui_values);
+        let listed = convert::outputs(outputs, &job.progress.ui_values, usize::MAX);
         let chunk = match request.chunk_size as usize {
             0 => DEFAULT_CHUNK,
             size => size.min(MAX_CHUNK),
