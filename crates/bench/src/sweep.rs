@@ -152,6 +152,9 @@ pub fn markdown(sweep: &Sweep) -> String {
     out
 }
 
+/// The attribute of a dashed line (the reference and the target).
+const DASHED: &str = r#" stroke-dasharray="6 4""#;
+
 const LINE_COLOURS: [&str; 6] = [
     "#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860", "#da8bc3",
 ];
@@ -269,11 +272,7 @@ pub fn svg(sweep: &Sweep) -> String {
         #[allow(clippy::cast_precision_loss)]
         let ly = top + 10.0 + 20.0 * index as f64;
         let lx = left + plot_w + 16.0;
-        let dash = if *dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
+        let dash = if *dashed { DASHED } else { "" };
         let _ = writeln!(
             out,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -303,11 +302,7 @@ fn line(
         .iter()
         .map(|(load, ratio)| format!("{:.1},{:.1}", x(*load), y(*ratio)))
         .collect();
-    let dash = if dashed {
-        r#" stroke-dasharray="6 4""#
-    } else {
-        ""
-    };
+    let dash = if dashed { DASHED } else { "" };
     let _ = writeln!(
         out,
         r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#,

@@ -146,6 +146,26 @@ async fn a_comfyui_client_runs_a_prompt_through_the_facade() {
     fleet.coordinator.shutdown().await;
 }
 
+/// Posts `body` to the facade's `/prompt` and returns the prompt's history entry once it is
+/// completed (panics after 20 s).
+async fn prompt_to_the_end(http: &reqwest::Client, base: &str, body: &Value) -> Value {
+    let (status, answer) = post(http, &format!("{base}/prompt"), &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let prompt_id = serde_json::from_str::<Value>(&answer).expect("json")["prompt_id"]
+        .as_str()
+        .expect("prompt id")
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = get_json(http, &format!("{base}/history/{prompt_id}")).await;
+        if history[&prompt_id]["status"]["completed"] == json!(true) {
+            return history[&prompt_id].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET url`, its body as JSON.
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     let body = http
@@ -445,23 +465,7 @@ async fn what_a_client_sends_beside_the_graph_reaches_the_node() {
         "extra_data": {"extra_pnginfo": pnginfo, "auth_token_comfy_org": "secret-token"},
         "partial_execution_targets": ["3"]
     });
-    let (status, answer) = post(&http, &format!("{base}/prompt"), &body.to_string()).await;
-    assert_eq!(status, 200, "{answer}");
-    let prompt_id = serde_json::from_str::<Value>(&answer).expect("json")["prompt_id"]
-        .as_str()
-        .expect("prompt id")
-        .to_owned();
-
-    // Wait for the facade's history to show the end.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let ours = loop {
-        let history = get_json(&http, &format!("{base}/history/{prompt_id}")).await;
-        if history[&prompt_id]["status"]["completed"] == json!(true) {
-            break history[&prompt_id].clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never completed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ours = prompt_to_the_end(&http, &base, &body).await;
     let outputs: Vec<&String> = ours["outputs"]
         .as_object()
         .expect("outputs")
@@ -597,26 +601,9 @@ async fn facade_history_keeps_what_a_node_showed_beside_its_files() {
         "2": {"class_type": "SaveAnimatedWEBP", "inputs": {"filename_prefix": "clip", "fps": 8,
               "lossless": false, "quality": 80, "method": "default", "images": ["1", 0]}}
     });
-    let (status, answer) = post(
-        &http,
-        &format!("{base}/prompt"),
-        &json!({ "prompt": animated }).to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let prompt_id = serde_json::from_str::<Value>(&answer).expect("json")["prompt_id"]
-        .as_str()
-        .expect("prompt id")
-        .to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let ours = loop {
-        let history = get_json(&http, &format!("{base}/history/{prompt_id}")).await;
-        if history[&prompt_id]["status"]["completed"] == json!(true) {
-            break history[&prompt_id]["outputs"]["2"].clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never completed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ours =
+        prompt_to_the_end(&http, &base, &json!({ "prompt": animated })).await["outputs"]["2"]
+            .clone();
     let on_node = get_json(&http, &format!("{}/history", fleet.sims[0].url())).await;
     let theirs = on_node
         .as_object()

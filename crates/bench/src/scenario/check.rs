@@ -20,6 +20,15 @@ const MAX_SIMULATED_S: f64 = 1e6;
 /// The largest time scale: a simulated second as more than this many wall seconds.
 const MAX_TIME_SCALE: f64 = 1000.0;
 
+/// Whether `name` is non-empty ASCII letters, digits, `-`, `_` and `.`: what the coordinator
+/// accepts as a node name, and safe as a file name.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Whether a number is finite and above zero (NaN is not).
 fn positive(value: f64) -> bool {
     value.is_finite() && value > 0.0
@@ -77,12 +86,7 @@ impl Scenario {
     pub(crate) fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         // The name becomes the result files' names, so it must be one plain file name.
-        let file_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if self.name.is_empty()
-            || self.name.len() > 64
-            || self.name.starts_with('.')
-            || !self.name.chars().all(file_safe)
-        {
+        if !plain_name(&self.name) || self.name.len() > 64 || self.name.starts_with('.') {
             problems.push(format!(
                 "name {:?}: use 1–64 letters, digits, '-', '_' or '.', not starting with '.' \
                  (it names the result files)",
@@ -213,10 +217,7 @@ impl Scenario {
         };
         let mut seen = std::collections::BTreeSet::new();
         for name in &names {
-            let plain = name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if name.is_empty() || !plain {
+            if !plain_name(name) {
                 problems.push(format!(
                     "node {name:?}: use ASCII letters, digits, '-', '_' or '.'"
                 ));

@@ -102,6 +102,18 @@ fn cut(text: &str, limit: usize) -> (String, bool) {
     (text[..end].to_owned(), true)
 }
 
+/// A node's UI dict as JSON for a `NodeExecuted` event. Walking it to cut strings is only
+/// needed when the whole is longer than one string may be, which is rare.
+fn ui_json(ui: &serde_json::Value) -> Vec<u8> {
+    let whole = ui.to_string();
+    if whole.len() <= UI_JSON_STRING_BYTES {
+        return whole.into_bytes();
+    }
+    shorten_strings(ui, UI_JSON_STRING_BYTES)
+        .to_string()
+        .into_bytes()
+}
+
 /// `value` with every string longer than `limit` bytes cut there and ended with "…".
 fn shorten_strings(value: &serde_json::Value, limit: usize) -> serde_json::Value {
     use serde_json::Value;
@@ -125,6 +137,23 @@ fn shorten_strings(value: &serde_json::Value, limit: usize) -> serde_json::Value
     }
 }
 
+/// One item of a node's `text` list as an output at `index`, cut at `limit` bytes. A node
+/// that shows something other than a string has it written as JSON.
+fn text_output(node_id: &str, item: &serde_json::Value, index: usize, limit: usize) -> pb::Output {
+    let whole = item
+        .as_str()
+        .map_or_else(|| item.to_string(), str::to_owned);
+    let (text, text_truncated) = cut(&whole, limit);
+    pb::Output {
+        node_id: node_id.to_owned(),
+        kind: "text".to_owned(),
+        index: index as u32,
+        text,
+        text_truncated,
+        ..pb::Output::default()
+    }
+}
+
 /// A job's outputs: its files (in the order recorded, so their indices are what `FetchOutput`
 /// takes), then each text a node showed (kind `text`, by workflow node id compared as
 /// strings), which a caller reads from the `text` field; each text is cut at `text_limit`
@@ -142,20 +171,11 @@ pub fn outputs(files: &[OutputRef], ui_values: &UiValues, text_limit: usize) -> 
         .iter()
         .enumerate()
         .map(|(index, o)| output(index, o))
-        .chain(texts.enumerate().map(|(n, (node_id, item))| {
-            let whole = item
-                .as_str()
-                .map_or_else(|| item.to_string(), str::to_owned);
-            let (text, text_truncated) = cut(&whole, text_limit);
-            pb::Output {
-                node_id: node_id.clone(),
-                kind: "text".to_owned(),
-                index: (files.len() + n) as u32,
-                text,
-                text_truncated,
-                ..pb::Output::default()
-            }
-        }))
+        .chain(
+            texts.enumerate().map(|(n, (node_id, item))| {
+                text_output(node_id, item, files.len() + n, text_limit)
+            }),
+        )
         .collect()
 }
 
@@ -349,9 +369,7 @@ pub fn event(sequence: u64, at: SystemTime, event: &JobEvent) -> pb::JobEvent {
         JobEvent::NodeExecuted { node_id, outputs } => e::Kind::NodeExecuted(e::NodeExecuted {
             node_id: node_id.clone(),
             outputs: ui_outputs(node_id, outputs),
-            ui_json: shorten_strings(outputs, UI_JSON_STRING_BYTES)
-                .to_string()
-                .into_bytes(),
+            ui_json: ui_json(outputs),
         }),
         JobEvent::PreviewImage {
             node_id,
@@ -409,18 +427,7 @@ fn ui_outputs(node_id: &str, ui: &serde_json::Value) -> Vec<pb::Output> {
     for (kind, files) in map {
         for file in files.as_array().into_iter().flatten() {
             if kind == "text" {
-                let whole = file
-                    .as_str()
-                    .map_or_else(|| file.to_string(), str::to_owned);
-                let (text, text_truncated) = cut(&whole, INLINE_TEXT_BYTES);
-                list.push(pb::Output {
-                    node_id: node_id.to_owned(),
-                    kind: kind.clone(),
-                    index: list.len() as u32,
-                    text,
-                    text_truncated,
-                    ..pb::Output::default()
-                });
+                list.push(text_output(node_id, file, list.len(), INLINE_TEXT_BYTES));
             } else if let Some(filename) = file.get("filename").and_then(|f| f.as_str()) {
                 list.push(pb::Output {
                     node_id: node_id.to_owned(),

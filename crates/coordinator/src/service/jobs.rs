@@ -790,22 +790,36 @@ impl JobApi {
                 })?,
             None => 0,
         };
-        let listed = convert::outputs(outputs, &job.progress.ui_values, usize::MAX);
         let chunk = match request.chunk_size as usize {
             0 => DEFAULT_CHUNK,
             size => size.min(MAX_CHUNK),
         };
-        // A text output (listed after the files) is kept by the coordinator: its bytes are the
-        // text itself, with no node to ask.
-        if index >= outputs.len()
-            && let Some(text) = listed.get(index)
-        {
-            let bytes = text.text.clone().into_bytes();
+        // Past the files come the texts, which the coordinator keeps: their bytes are the text
+        // itself, with no node to ask. The list is only built for such an index.
+        if index >= outputs.len() {
+            let mut listed = convert::outputs(outputs, &job.progress.ui_values, usize::MAX);
+            if index >= listed.len() {
+                return Err(if listed.is_empty() {
+                    Status::failed_precondition(format!(
+                        "job {id} has no outputs (state {})",
+                        job.state().as_str()
+                    ))
+                } else {
+                    // The contract answers NOT_FOUND for an output the job did not record,
+                    // whichever selector named it.
+                    Status::not_found(format!(
+                        "job {id} has {} outputs; index {index} does not exist",
+                        listed.len()
+                    ))
+                });
+            }
+            let text = listed.swap_remove(index);
+            let bytes = text.text.as_bytes().to_vec();
             let header = pb::OutputHeader {
-                output: Some(text.clone()),
                 content_type: "text/plain; charset=utf-8".to_owned(),
                 size: bytes.len() as u64,
                 node: job.progress.node.clone().unwrap_or_default(),
+                output: Some(text),
             };
             let items: Vec<Result<pb::FetchOutputResponse, Status>> =
                 std::iter::once(pb::fetch_output_response::Item::Header(header))
@@ -818,21 +832,7 @@ impl JobApi {
                     .collect();
             return Ok(Box::pin(futures_util::stream::iter(items)));
         }
-        let output = outputs.get(index).cloned().ok_or_else(|| {
-            if listed.is_empty() {
-                Status::failed_precondition(format!(
-                    "job {id} has no outputs (state {})",
-                    job.state().as_str()
-                ))
-            } else {
-                // The contract answers NOT_FOUND for an output the job did not record, whichever
-                // selector named it.
-                Status::not_found(format!(
-                    "job {id} has {} outputs; index {index} does not exist",
-                    listed.len()
-                ))
-            }
-        })?;
+        let output = outputs[index].clone();
         let node = self.fleet.get(&output.held_by).ok_or_else(|| {
             Status::unavailable(format!(
                 "node {} that holds the output is no longer in the fleet",
